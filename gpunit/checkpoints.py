@@ -1,0 +1,249 @@
+"""Loading and exporting network weights: our files and the authors' published checkpoints.
+
+Published files (GP-UNIT repository) and how they are recognised:
+- content encoder (``content_encoder.pt``): a bare state dict with ``layer1.0.conv.weight_orig``...
+- Stage II translator (``cat2dog.pt`` ...): ``{"g_ema": generator state, "sampler": sampler state}``
+- Stage I prior distillation (``prior_distillation-*.pt``): ``{"ae_ema": auto-encoder state, ...}``
+
+They use the old ``torch.nn.utils.spectral_norm`` keys (``weight_orig``, ``weight_u``,
+``weight_v``); our networks use ``torch.nn.utils.parametrizations.spectral_norm``. Channel widths
+and depths are read off the tensor shapes, so narrower or wider files in the published format load
+too. Everything is loaded with ``torch.load(weights_only=True)`` and written atomically.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from gpunit.models import ContentEncoder, Discriminator, Generator, PriorAutoEncoder, StyleSampler
+
+_OLD_TO_NEW = {".weight_orig": ".parametrizations.weight.original",
+               ".weight_u": ".parametrizations.weight.0._u",
+               ".weight_v": ".parametrizations.weight.0._v"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message says what it looks like and what is off."""
+
+
+def published_to_ours(state: dict) -> dict:
+    """Rename old spectral-norm keys to the parametrization keys of our modules."""
+    out = {}
+    for key, value in state.items():
+        for old, new in _OLD_TO_NEW.items():
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+                break
+        out[key] = value
+    return out
+
+
+def ours_to_published(state: dict) -> dict:
+    """Inverse of :func:`published_to_ours`: our state dict with the published key names."""
+    out = {}
+    for key, value in state.items():
+        for old, new in _OLD_TO_NEW.items():
+            if key.endswith(new):
+                key = key[: -len(new)] + old
+                break
+        out[key] = value.detach().cpu().clone() if torch.is_tensor(value) else value
+    return out
+
+
+def _weight(state: dict, prefix: str) -> torch.Tensor:
+    for suffix in (".parametrizations.weight.original", ".weight"):
+        if prefix + suffix in state:
+            return state[prefix + suffix]
+    raise KeyError(prefix)
+
+
+def _indices(state: dict, pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in state for m in [re.match(pattern, k)] if m})
+
+
+# ---------------------------------------------------------------- width inference from shapes
+def content_encoder_args(state: dict, prefix: str = "", content_size: int = 8) -> dict:
+    layers = _indices(state, re.escape(prefix) + r"layer(\d+)\.")
+    outs = [_weight(state, f"{prefix}layer{k}.1.conv").shape[0] for k in layers[:-1]]
+    return dict(image_size=content_size * 2 ** (len(layers) - 1), content_size=content_size,
+                base_channels=outs[0], max_channels=max(outs))
+
+
+def generator_args(state: dict, content_size: int = 8) -> dict:
+    layers = _indices(state, r"model\.(\d+)\.")
+    outs = [_weight(state, f"model.{i}.reslayer.conv_1").shape[0] for i in layers]
+    skips = [i for i in layers if f"model.{i}.skiplayer.trans.weight" in state]
+    style_convs = _indices(state, r"style_encoder\.model\.(\d+)\.weight")
+    mlp = _indices(state, r"style_encoder\.mlp\.(\d+)\.weight")
+    return dict(image_size=content_size * 2 ** (len(layers) - 1), content_size=content_size,
+                base_channels=outs[-1], max_channels=max(outs),
+                style_dim=state[f"style_encoder.mlp.{mlp[-1]}.weight"].shape[0],
+                style_base_channels=state[f"style_encoder.model.{style_convs[0]}.weight"].shape[0],
+                style_hidden=state[f"style_encoder.mlp.{mlp[0]}.weight"].shape[0],
+                skip_resolutions=[content_size * 2 ** i for i in skips])
+
+
+def discriminator_args(state: dict) -> dict:
+    blocks = _indices(state, r"model\.(\d+)\.conv_0\.")
+    outs = [_weight(state, f"model.{i}.conv_1").shape[0] for i in blocks]
+    return dict(image_size=2 ** (len(blocks) + 2), base_channels=_weight(state, "model.0").shape[0],
+                max_channels=max(outs))
+
+
+def sampler_args(state: dict) -> dict:
+    return dict(noise_dim=state["lin1.weight"].shape[1], hidden_dim=state["lin1.weight"].shape[0],
+                style_dim=state["lin_out.weight"].shape[0])
+
+
+def autoencoder_args(state: dict, content_size: int = 8) -> dict:
+    args = content_encoder_args(state, "contentE.", content_size)
+    args.update(num_domains=state["embed.weight"].shape[0], label_dim=state["embed.weight"].shape[1])
+    return args
+
+
+# ---------------------------------------------------------------- building + strict loading
+def _key_summary(keys, limit: int = 6) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_into(module: nn.Module, state: dict, what: str, source: str) -> nn.Module:
+    """``module.load_state_dict(state)`` with one clear error for missing/unexpected/misshaped keys."""
+    own = module.state_dict()
+    missing = set(own) - set(state)
+    unexpected = set(state) - set(own)
+    misshaped = [k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_key_summary(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_key_summary(unexpected)}")
+        if misshaped:
+            parts.append("shape mismatch: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(misshaped)[:4]))
+        raise CheckpointError(f"{source}: does not fit a {what}; " + "; ".join(parts))
+    module.load_state_dict(state)
+    return module
+
+
+def build_from_state(kind: str, state: dict, source: str = "<state dict>", content_size: int = 8) -> nn.Module:
+    """Build the network ``kind`` with widths read from ``state`` (published or our key names) and load it."""
+    state = published_to_ours(state)
+    factories = {
+        "content_encoder": (ContentEncoder, lambda s: content_encoder_args(s, "", content_size)),
+        "generator": (Generator, lambda s: generator_args(s, content_size)),
+        "discriminator": (Discriminator, discriminator_args),
+        "sampler": (StyleSampler, sampler_args),
+        "autoencoder": (PriorAutoEncoder, lambda s: autoencoder_args(s, content_size)),
+    }
+    cls, infer = factories[kind]
+    try:
+        args = infer(state)
+    except (KeyError, IndexError, ValueError) as err:
+        raise CheckpointError(f"{source}: does not look like a {kind.replace('_', ' ')} "
+                              f"(could not read its layer sizes: {err!r}); first keys: {_key_summary(state)}") from None
+    return load_into(cls(**args), state, kind.replace("_", " "), source)
+
+
+def detect_kind(obj) -> str:
+    """What a loaded checkpoint object is: 'gpunit-translator', 'published-stage2',
+    'published-stage1', 'content_encoder', 'gpunit-train' or 'unknown'."""
+    if not isinstance(obj, dict):
+        return "unknown"
+    fmt = obj.get("format")
+    if isinstance(fmt, str):
+        return fmt.rsplit("-v", 1)[0]
+    if "g_ema" in obj:
+        return "published-stage2"
+    if "ae_ema" in obj:
+        return "published-stage1"
+    if any(k.startswith("layer1.0.conv.") for k in obj):
+        return "content_encoder"
+    return "unknown"
+
+
+def read_checkpoint(path: str | os.PathLike):
+    """``torch.load(path, weights_only=True)`` with clear errors for missing or unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt/unsafe files
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200]})") from None
+
+
+def load_content_encoder(path: str | os.PathLike, content_size: int = 8) -> ContentEncoder:
+    """A content encoder from a published ``content_encoder.pt``, our Stage I export, or a
+    published Stage I file (its ``ae_ema.contentE``)."""
+    obj = read_checkpoint(path)
+    kind = detect_kind(obj)
+    if kind == "gpunit-content-encoder":
+        return load_into(ContentEncoder(**obj["args"]), obj["state"], "content encoder", str(path))
+    if kind == "published-stage1":
+        state = {k[len("contentE."):]: v for k, v in obj["ae_ema"].items() if k.startswith("contentE.")}
+        return build_from_state("content_encoder", state, str(path), content_size)
+    if kind == "content_encoder":
+        return build_from_state("content_encoder", obj, str(path), content_size)
+    raise CheckpointError(f"{path}: expected a content encoder (a state dict with layer1.0.conv.* keys, "
+                          f"or a gpunit content-encoder file); this looks like: {kind}, "
+                          f"top-level keys: {_key_summary(obj) if isinstance(obj, dict) else type(obj).__name__}")
+
+
+def load_published_stage2(path: str | os.PathLike, content_size: int = 8) -> tuple[Generator, StyleSampler | None]:
+    """The EMA generator and style sampler of a published Stage II file (``{"g_ema", "sampler"}``)."""
+    obj = read_checkpoint(path)
+    if detect_kind(obj) != "published-stage2":
+        raise CheckpointError(f"{path}: expected a published Stage II file with keys 'g_ema' and 'sampler'; "
+                              f"this looks like: {detect_kind(obj)}")
+    generator = build_from_state("generator", obj["g_ema"], f"{path} [g_ema]", content_size)
+    sampler = build_from_state("sampler", obj["sampler"], f"{path} [sampler]") if "sampler" in obj else None
+    return generator, sampler
+
+
+def load_published_stage1(path: str | os.PathLike, content_size: int = 8) -> PriorAutoEncoder:
+    obj = read_checkpoint(path)
+    if detect_kind(obj) != "published-stage1":
+        raise CheckpointError(f"{path}: expected a published Stage I file with key 'ae_ema'; "
+                              f"this looks like: {detect_kind(obj)}")
+    return build_from_state("autoencoder", obj["ae_ema"], f"{path} [ae_ema]", content_size)
+
+
+# ---------------------------------------------------------------- writing
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def export_published_content_encoder(encoder: ContentEncoder, path) -> Path:
+    """The published ``content_encoder.pt`` format (a bare state dict with old spectral-norm keys)."""
+    return atomic_save(ours_to_published(encoder.state_dict()), path)
+
+
+def export_published_stage2(generator: Generator, sampler: StyleSampler, path) -> Path:
+    """The published Stage II format: ``{"g_ema": ..., "sampler": ...}``."""
+    return atomic_save({"g_ema": ours_to_published(generator.state_dict()),
+                        "sampler": ours_to_published(sampler.state_dict())}, path)
+
+
+def export_published_stage1(autoencoder: PriorAutoEncoder, path) -> Path:
+    return atomic_save({"ae_ema": ours_to_published(autoencoder.state_dict())}, path)

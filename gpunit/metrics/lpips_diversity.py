@@ -1,0 +1,74 @@
+"""Output diversity with LPIPS (paper Sec. 5.1, Table 1 "Diversity").
+
+For each input we translate K times (random style codes or exemplars) and average the LPIPS
+distance over all K(K-1)/2 pairs of outputs; the score is that mean over all inputs.
+LPIPS's linear layers ship with the ``lpips`` package, but its AlexNet backbone is
+torchvision's ImageNet download, so we load that file from disk.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+
+import lpips
+import torch
+from torchvision.models import AlexNet_Weights
+
+from gpunit.pretrained import find_weights, load_state_dict
+
+ALEXNET_WEIGHTS_FILE = "alexnet-owt-7be5be79.pth"
+
+
+def alexnet_features_to_lpips(state_dict: dict, lpips_net: torch.nn.Module) -> dict:
+    """Rename torchvision AlexNet ``features.<i>.*`` keys to lpips's ``slice<k>.<i>.*``.
+
+    lpips splits ``alexnet().features`` into slices, keeping each layer's index as its name,
+    so the mapping follows from the slices' children; the classifier is not used.
+    """
+    slice_of_index = {index: slice_name for slice_name, part in lpips_net.named_children()
+                      for index in part._modules}
+    renamed = {}
+    for key, value in state_dict.items():
+        prefix, _, rest = key.partition(".")
+        index, _, param = rest.partition(".")
+        if prefix == "features" and index in slice_of_index:
+            renamed[f"{slice_of_index[index]}.{index}.{param}"] = value
+    return renamed
+
+
+class LPIPSDiversity:
+    """Mean pairwise LPIPS (AlexNet) among the K outputs of each input, averaged over inputs."""
+
+    def __init__(self, alexnet_weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                 pairs_per_batch: int = 64):
+        path = find_weights(ALEXNET_WEIGHTS_FILE, AlexNet_Weights.IMAGENET1K_V1.url, path=alexnet_weights,
+                            what="AlexNet (LPIPS diversity)", option="--lpips-weights")
+        with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
+            warnings.simplefilter("ignore", UserWarning)
+            # pnet_rand: build a random backbone instead of downloading it; we load it below.
+            self.model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+        backbone = alexnet_features_to_lpips(load_state_dict(path), self.model.net)
+        missing = sorted(set(self.model.net.state_dict()) - set(backbone))
+        if missing:
+            raise ValueError(f"{path} is not torchvision's AlexNet weights file {ALEXNET_WEIGHTS_FILE} "
+                             f"(no 'features.*' weights for {missing}); download it from "
+                             f"{AlexNet_Weights.IMAGENET1K_V1.url}")
+        self.model.net.load_state_dict(backbone)
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.pairs_per_batch = pairs_per_batch
+
+    @torch.inference_mode()
+    def __call__(self, groups: torch.Tensor) -> float:
+        """groups: (N, K, 3, H, W) in [-1, 1], K >= 2 outputs per input -> mean pairwise LPIPS."""
+        if groups.ndim != 5 or groups.shape[2] != 3 or groups.shape[1] < 2:
+            raise ValueError(f"expected (N, K >= 2, 3, H, W) translation groups, got {tuple(groups.shape)}")
+        n, k = groups.shape[:2]
+        i, j = map(list, zip(*itertools.combinations(range(k), 2)))
+        images = groups.to(self.device, torch.float32)
+        first, second = images[:, i].flatten(0, 1), images[:, j].flatten(0, 1)  # (N * pairs, 3, H, W)
+        distances = torch.cat([self.model(a, b).flatten()
+                               for a, b in zip(first.split(self.pairs_per_batch),
+                                               second.split(self.pairs_per_batch))])
+        return distances.mean().item()  # equal pairs per input, so this is the mean of per-input means

@@ -1,0 +1,87 @@
+"""Discriminator D (paper Sec. 4, Appendix A.2), StarGAN v2 style.
+
+C64(3)-Res128v-Res256v-Res512v-Res512v-Res512v-Res512v-C512(4)-C512(1) at 256x256: spectral norm
+everywhere, average-pool downsampling inside the residual blocks, residual sum divided by sqrt(2),
+no normalisation. Besides the real/fake logit it returns f_D, the channel means of the features
+after ``style_layer`` modules, for the style loss (Eq. 4).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+from gpunit.nn import num_halvings
+
+
+class DownResBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv_0 = spectral_norm(nn.Conv2d(in_ch, in_ch, 3, 1, 1))
+        self.conv_1 = spectral_norm(nn.Conv2d(in_ch, out_ch, 3, 1, 1))
+        self.conv_s = spectral_norm(nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False)) if in_ch != out_ch else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = F.avg_pool2d(x if self.conv_s is None else self.conv_s(x), 2)
+        dx = F.avg_pool2d(self.conv_0(F.leaky_relu(x, 0.2)), 2)
+        dx = self.conv_1(F.leaky_relu(dx, 0.2))
+        return (shortcut + dx) / math.sqrt(2)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, image_size: int = 256, base_channels: int = 64, max_channels: int = 512):
+        super().__init__()
+        layers = [spectral_norm(nn.Conv2d(3, base_channels, 3, 1, 1))]
+        ch = base_channels
+        for _ in range(num_halvings(image_size, 4)):  # down to 4x4
+            out_ch = min(ch * 2, max_channels)
+            layers.append(DownResBlock(ch, out_ch))
+            ch = out_ch
+        layers += [nn.LeakyReLU(0.2), spectral_norm(nn.Conv2d(ch, ch, 4, 1, 0)), nn.LeakyReLU(0.2)]
+        self.model = nn.Sequential(*layers)
+        self.linear = spectral_norm(nn.Conv2d(ch, 1, 1, 1, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = F.avg_pool2d(x if self.conv_s is None else self.conv_s(x), 2)
+        dx = F.avg_pool2d(self.conv_0(F.leaky_relu(x, 0.2)), 2)
+        dx = self.conv_1(F.leaky_relu(dx, 0.2))
+        return (shortcut + dx) / math.sqrt(2)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, image_size: int = 256, base_channels: int = 64, max_channels: int = 512):
+        super().__init__()
+        layers = [spectral_norm(nn.Conv2d(3, base_channels, 3, 1, 1))]
+        ch = base_channels
+        for _ in range(num_halvings(image_size, 4)):  # down to 4x4
+            out_ch = min(ch * 2, max_channels)
+            layers.append(DownResBlock(ch, out_ch))
+            ch = out_ch
+        layers += [nn.LeakyReLU(0.2), spectral_norm(nn.Conv2d(ch, ch, 4, 1, 0)), nn.LeakyReLU(0.2)]
+        self.model = nn.Sequential(*layers)
+        self.linear = spectral_norm(nn.Conv2d(ch, 1, 1, 1, 0))
+
+    def style_channels(self, style_layer: int) -> int:
+        """Channels of f_D taken after ``style_layer`` modules."""
+        x = torch.zeros(1, 3, 1, 1)
+        for m in self.model[:style_layer]:
+            if isinstance(m, DownResBlock):
+                return_ch = m.conv_1.out_channels
+            elif isinstance(m, nn.Conv2d):
+                return_ch = m.out_channels
+        del x
+        return return_ch
+
+    def forward(self, x: torch.Tensor, style_layer: int | None = None):
+        """Returns (logits (N,), f_D (N, C)): channel means after ``style_layer`` modules of
+        ``self.model`` (default: all of them; the paper uses 4, or 5 for human faces)."""
+        style_layer = len(self.model) if style_layer is None else style_layer
+        if not 1 <= style_layer <= len(self.model):
+            raise ValueError(f"style_layer must be in 1..{len(self.model)}, got {style_layer}")
+        feat = self.model[:style_layer](x)
+        style_feat = feat.mean(dim=(2, 3))
+        feat = self.model[style_layer:](feat)
+        return self.linear(feat).view(-1), style_feat

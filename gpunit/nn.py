@@ -1,0 +1,126 @@
+"""Building blocks shared by the GP-UNIT networks (paper Appendix A.2).
+
+Conventions of the published implementation that these blocks keep:
+- Stage I convolutions (content encoder, prior auto-encoder) are spectral-normed and reflect-padded.
+- AdaIN is ``gamma * IN(x) + beta`` with gamma taken straight from a linear layer (not ``1 + gamma``).
+- Spectral norm is torch's ``parametrizations`` version: unlike the old ``torch.nn.utils.spectral_norm``
+  it survives ``copy.deepcopy`` after a forward pass (needed for EMA copies). Published checkpoints
+  use the old key names; :mod:`gpunit.checkpoints` converts them.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def num_halvings(big: int, small: int) -> int:
+    """How many stride-2 stages take ``big`` down to ``small`` (both powers of two apart)."""
+    n = int(round(math.log2(big / small)))
+    if n < 0 or small * 2 ** n != big:
+        raise ValueError(f"size {big} is not {small} times a power of two")
+    return n
+
+
+def stage_channels(image_size: int, resolution: int, base: int, cap: int) -> int:
+    """Channels of the stage working at ``resolution`` in a network for ``image_size`` images.
+
+    The published networks double the width each time the resolution halves, starting from
+    ``base`` at half the image size, up to ``cap`` (e.g. 64, 128, 256, 512, 512 at 128...8 for
+    256x256 images). Smaller images therefore start narrower instead of dropping wide layers.
+    """
+    return min(base * max(image_size // (2 * resolution), 1), cap)
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance norm: ``gamma * IN(x) + beta``, (gamma, beta) = Linear(style)."""
+
+    def __init__(self, style_dim: int, channels: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels)
+        self.style = nn.Linear(style_dim, channels * 2)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.style(style)[:, :, None, None].chunk(2, dim=1)
+        return gamma * self.norm(x) + beta
+
+
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "lrelu": lambda: nn.LeakyReLU(0.2),
+    "tanh": nn.Tanh,
+    "none": nn.Identity,
+}
+
+
+class ConvBlock(nn.Module):
+    """Spectral-normed, reflect-padded conv -> normalisation -> activation (Stage I "C" layers).
+
+    ``norm``: "instance", "adain" (modulated by a domain-label embedding of ``style_dim``) or "none".
+    With "instance", ``forward(x, (mean, std))`` re-styles the normalised map with image-level
+    statistics, as the Stage I decoder does.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 1, norm: str = "instance", act: str = "relu", style_dim: int = 128):
+        super().__init__()
+        self.conv = spectral_norm(nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding,
+                                            padding_mode="reflect"))
+        if norm == "instance":
+            self.norm = nn.InstanceNorm2d(out_ch)
+        elif norm == "adain":
+            self.norm = AdaIN(style_dim, out_ch)
+        elif norm == "none":
+            self.norm = None
+        else:
+            raise ValueError(f"unknown norm '{norm}'")
+        self.act = _ACTIVATIONS[act]()
+
+    def forward(self, x: torch.Tensor, style=None) -> torch.Tensor:
+        x = self.conv(x)
+        if isinstance(self.norm, AdaIN):
+            x = self.norm(x, style)
+        elif self.norm is not None:
+            x = self.norm(x)
+            if style is not None:  # image-level style: channel (mean, std) of a style feature
+                mean, std = style
+                x = x * std + mean
+        return self.act(x)
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Identity forward, gradient multiplied by ``-scale`` backward (Ganin & Lempitsky, 2015)."""
+    return _GradientReversal.apply(x, scale)
+
+
+def channel_mean_std(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and unbiased std over H*W, each (N, C, 1, 1)."""
+    flat = f.flatten(2)
+    return flat.mean(2)[:, :, None, None], flat.std(2)[:, :, None, None]
+
+
+def init_weights(module: nn.Module) -> None:
+    """The published initialisation: Kaiming-normal conv/linear weights, zero biases.
+
+    (It also zeroes the AdaIN style layers' bias, so gamma starts at 0 as in the authors' runs.)
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
