@@ -186,7 +186,10 @@ def load_content_encoder(path: str | os.PathLike, content_size: int = 8) -> Cont
     obj = read_checkpoint(path)
     kind = detect_kind(obj)
     if kind == "gpunit-content-encoder":
-        return load_into(ContentEncoder(**obj["args"]), obj["state"], "content encoder", str(path))
+        return build_from_state("content_encoder", obj["state"], str(path), obj["content_size"])
+    if kind == "gpunit-translator":
+        return build_from_state("content_encoder", obj["content_encoder"], f"{path} [content_encoder]",
+                                obj["content_size"])
     if kind == "published-stage1":
         state = {k[len("contentE."):]: v for k, v in obj["ae_ema"].items() if k.startswith("contentE.")}
         return build_from_state("content_encoder", state, str(path), content_size)
@@ -247,3 +250,57 @@ def export_published_stage2(generator: Generator, sampler: StyleSampler, path) -
 
 def export_published_stage1(autoencoder: PriorAutoEncoder, path) -> Path:
     return atomic_save({"ae_ema": ours_to_published(autoencoder.state_dict())}, path)
+
+
+# ---------------------------------------------------------------- our own formats
+def save_content_encoder(encoder: ContentEncoder, path) -> Path:
+    """Our content-encoder file (Stage I output): widths are read back from the tensor shapes."""
+    return atomic_save({"format": "gpunit-content-encoder-v1", "content_size": encoder.content_size,
+                        "state": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}, path)
+
+
+def save_translator(path, content_encoder: ContentEncoder, generator: Generator,
+                    sampler: StyleSampler | None = None, config: dict | None = None) -> Path:
+    """Our exported translator: Ec + (EMA) G + style sampler, plus the run's resolved config."""
+    cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
+    return atomic_save({"format": "gpunit-translator-v1", "content_size": content_encoder.content_size,
+                        "content_encoder": cpu(content_encoder), "generator": cpu(generator),
+                        "sampler": cpu(sampler) if sampler is not None else None,
+                        "config": config or {}}, path)
+
+
+def load_translator_parts(path, content_encoder_path=None):
+    """(content encoder, generator, sampler or None) from our translator file or a published
+    Stage II file (which needs ``content_encoder_path``: the published files keep Ec apart)."""
+    obj = read_checkpoint(path)
+    kind = detect_kind(obj)
+    if kind == "gpunit-translator":
+        size = obj["content_size"]
+        generator = build_from_state("generator", obj["generator"], f"{path} [generator]", size)
+        sampler = (build_from_state("sampler", obj["sampler"], f"{path} [sampler]")
+                   if obj.get("sampler") is not None else None)
+        encoder = (load_content_encoder(content_encoder_path, size) if content_encoder_path else
+                   build_from_state("content_encoder", obj["content_encoder"], f"{path} [content_encoder]", size))
+    elif kind == "published-stage2":
+        if content_encoder_path is None:
+            raise CheckpointError(f"{path} is a published Stage II file, which does not hold the content encoder; "
+                                  "also give the published content_encoder.pt (content_encoder=... / --content-encoder)")
+        generator, sampler = load_published_stage2(path)
+        encoder = load_content_encoder(content_encoder_path)
+    else:
+        raise CheckpointError(f"{path}: expected a gpunit translator (exported by train_stage2.py) or a published "
+                              f"Stage II file (keys 'g_ema', 'sampler'); this looks like: {kind}")
+    check_compatible(encoder, generator)
+    return encoder, generator, sampler
+
+
+def check_compatible(encoder: ContentEncoder, generator: Generator) -> None:
+    """The generator's skip layers read Ec's maps at their resolution: sizes and channels must agree."""
+    enc_channels = encoder.feature_channels
+    ok = encoder.image_size == generator.image_size and all(
+        enc_channels[i + 1] == generator.model[i].reslayer.conv_1.out_channels for i in generator.skip_layers)
+    if not ok:
+        raise CheckpointError(
+            f"the content encoder ({encoder.image_size}px, feature channels {enc_channels}) does not fit the "
+            f"generator ({generator.image_size}px, skip layers at {[generator.resolutions[i] for i in generator.skip_layers]}); "
+            "use the content encoder the generator was trained with")

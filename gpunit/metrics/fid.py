@@ -120,11 +120,12 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
                      eps: float = 1e-6) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
-    d^2 = |mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2)). The trace of the matrix root
-    equals the sum of square roots of the eigenvalues of the symmetric PSD matrix
-    sqrt(S1) S2 sqrt(S1), so two symmetric eigendecompositions in float64 suffice: no
-    complex parts, and singular covariances (fewer samples than dimensions) are fine.
-    ``eps`` is the relative tolerance for negative eigenvalues, which only round-off may cause.
+    d^2 = |mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2)). The eigenvalues of S1 S2 are
+    the squared singular values of sqrt(S2) sqrt(S1), so the trace of the root is that
+    matrix's nuclear norm: symmetric square roots and an SVD in float64, no complex parts,
+    and singular covariances (fewer samples than dimensions) are fine; round-off in a null
+    space stays at float64 precision instead of its square root. ``eps`` is the relative
+    tolerance for negative covariance eigenvalues, which only round-off may cause.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -134,30 +135,20 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
                          f"sigma1 {sigma1.shape}, sigma2 {sigma2.shape}")
     if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):
         raise ValueError("means and covariances must be finite (check the features for NaN/inf)")
-    sqrt_sigma1 = _psd_sqrt(sigma1, eps)
-    middle = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
-    trace_sqrt_product = np.sqrt(_psd_eigenvalues(middle, eps)).sum()
+    root_product = _psd_sqrt(sigma2, eps) @ _psd_sqrt(sigma1, eps)
+    trace_sqrt_product = np.linalg.svd(root_product, compute_uv=False).sum()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product)
 
 
-def _psd_eigenvalues(matrix: np.ndarray, eps: float) -> np.ndarray:
-    values = np.linalg.eigvalsh((matrix + matrix.T) / 2)
-    _check_psd(values, eps)
-    return values.clip(min=0)
-
-
 def _psd_sqrt(matrix: np.ndarray, eps: float) -> np.ndarray:
+    """Symmetric square root of a covariance; round-off negative eigenvalues become 0."""
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    _check_psd(values, eps)
-    return (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
-
-
-def _check_psd(values: np.ndarray, eps: float) -> None:
     scale = max(np.abs(values).max(initial=0.0), 1e-300)
     if values.min(initial=0.0) < -eps * scale:
         raise ValueError(f"covariance is not positive semi-definite (eigenvalue {values.min():.3g}, "
                          f"largest {scale:.3g}); pass covariances computed from features")
+    return (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,6 @@ torchvision's ImageNet download, so we load that file from disk.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import warnings
 
@@ -64,11 +63,11 @@ class LPIPSDiversity:
         """groups: (N, K, 3, H, W) in [-1, 1], K >= 2 outputs per input -> mean pairwise LPIPS."""
         if groups.ndim != 5 or groups.shape[2] != 3 or groups.shape[1] < 2:
             raise ValueError(f"expected (N, K >= 2, 3, H, W) translation groups, got {tuple(groups.shape)}")
-        n, k = groups.shape[:2]
-        i, j = map(list, zip(*itertools.combinations(range(k), 2)))
-        images = groups.to(self.device, torch.float32)
-        first, second = images[:, i].flatten(0, 1), images[:, j].flatten(0, 1)  # (N * pairs, 3, H, W)
-        distances = torch.cat([self.model(a, b).flatten()
-                               for a, b in zip(first.split(self.pairs_per_batch),
-                                               second.split(self.pairs_per_batch))])
-        return distances.mean().item()  # equal pairs per input, so this is the mean of per-input means
+        pairs = torch.combinations(torch.arange(groups.shape[1]), r=2)  # all (i, j), i < j
+        per_input = []
+        for group in groups:  # one input at a time keeps memory at K images
+            group = group.to(self.device, torch.float32)
+            distances = torch.cat([self.model(group[chunk[:, 0]], group[chunk[:, 1]]).flatten()
+                                   for chunk in pairs.split(self.pairs_per_batch)])
+            per_input.append(distances.mean())
+        return torch.stack(per_input).mean().item()

@@ -125,6 +125,7 @@ class Generator(nn.Module):
                  max_channels: int = 512, style_dim: int = 256, style_base_channels: int = 64,
                  style_hidden: int = 64, skip_resolutions: Sequence[int] = (16, 32)):
         super().__init__()
+        self.image_size = image_size
         self.style_encoder = StyleEncoder(image_size, style_base_channels, style_dim, style_hidden)
         num_layers = num_halvings(image_size, content_size) + 1
         self.resolutions = [content_size * 2 ** i for i in range(num_layers)]

@@ -1,0 +1,90 @@
+"""Translator: the content encoder, the (EMA) generator and the style sampler, ready for inference.
+
+    translator = gpunit.load_translator(generator="cat2dog.pt", content_encoder="content_encoder.pt")
+    y_hat = translator.translate(x, style=y)             # exemplar-guided: one style image per content image
+    y_hat = translator.translate(x, num_styles=4, seed=0)  # latent-guided: styles from the sampler
+
+Images are (N, 3, H, W) tensors in [-1, 1]; inputs of another size are resized (bilinear) to the
+model's size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gpunit.checkpoints import check_compatible, load_translator_parts
+from gpunit.models import ContentEncoder, Generator, StyleSampler
+
+
+class Translator(nn.Module):
+    def __init__(self, content_encoder: ContentEncoder, generator: Generator,
+                 sampler: StyleSampler | None = None):
+        super().__init__()
+        check_compatible(content_encoder, generator)
+        self.content_encoder = content_encoder
+        self.generator = generator
+        self.sampler = sampler
+        self.eval()  # the sampler's BatchNorm uses its running statistics
+
+    @property
+    def image_size(self) -> int:
+        return self.content_encoder.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        images = images.to(self.device, torch.float32)
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
+        return images
+
+    @torch.no_grad()
+    def style_codes(self, style: torch.Tensor) -> torch.Tensor:
+        """Es(y): (N, style_dim)."""
+        return self.generator.style_encoder(self._prepare(style))
+
+    @torch.no_grad()
+    def sample_styles(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """n style codes from the sampler; the same seed gives the same codes on any device."""
+        if self.sampler is None:
+            raise RuntimeError("this translator has no style sampler: latent-guided translation needs one "
+                               "(give style images instead)")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(n, self.sampler.noise_dim, generator=generator)
+        return self.sampler(z.to(self.device))
+
+    @torch.no_grad()
+    def translate_codes(self, content: torch.Tensor, codes: torch.Tensor, use_skip=True) -> torch.Tensor:
+        """G(Ec(x), s) for given style codes (N, style_dim), one per content image."""
+        features = self.content_encoder(self._prepare(content), all_features=True)
+        return self.generator(features, codes.to(self.device), use_skip=use_skip)[0]
+
+    @torch.no_grad()
+    def translate(self, content: torch.Tensor, style: torch.Tensor | None = None, num_styles: int = 1,
+                  seed: int | None = None) -> torch.Tensor:
+        """Exemplar-guided with ``style`` (N, 3, H, W): returns (N, 3, S, S).
+
+        Latent-guided without it: ``num_styles`` sampled styles per content image, returned as
+        (N * num_styles, 3, S, S), content-major (rows i*K .. i*K+K-1 belong to content image i).
+        """
+        if style is not None:
+            if style.shape[0] != content.shape[0]:
+                raise ValueError(f"exemplar-guided translation needs one style image per content image "
+                                 f"(got {content.shape[0]} content, {style.shape[0]} style)")
+            return self.translate_codes(content, self.style_codes(style))
+        codes = self.sample_styles(content.shape[0] * num_styles, seed)
+        features = self.content_encoder(self._prepare(content), all_features=True)
+        features = [f.repeat_interleave(num_styles, dim=0) for f in features]  # Ec once per content image
+        return self.generator(features, codes)[0]
+
+
+def load_translator(generator: str, content_encoder: str | None = None, device: str | torch.device = "cpu") -> Translator:
+    """A Translator from our exported file, or from a published Stage II file (``{"g_ema",
+    "sampler"}``) plus the published ``content_encoder.pt``."""
+    encoder, gen, sampler = load_translator_parts(generator, content_encoder)
+    return Translator(encoder, gen, sampler).to(device)

@@ -1,0 +1,106 @@
+"""Shapes, gradients and configurability of every network at small sizes."""
+import copy
+
+import pytest
+import torch
+
+from gpunit.models import ContentEncoder, Discriminator, Generator, PriorAutoEncoder, StyleSampler
+
+SMALL = dict(image_size=64, content_size=8, base_channels=8, max_channels=32)
+
+
+def grads_everywhere(module):
+    return [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+
+
+def test_content_encoder_64_keeps_content_size():
+    ec = ContentEncoder(**SMALL)
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    feats = ec(x, all_features=True)
+    assert [tuple(f.shape[1:]) for f in feats] == [(1, 8, 8), (32, 8, 8), (16, 16, 16), (8, 32, 32)]
+    assert ec.feature_channels == [1, 32, 16, 8]
+    feats[0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # other input sizes are resized to the configured size, not to 256
+    assert ec(torch.randn(1, 3, 100, 100)).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_generator_forward_backward(size):
+    ec = ContentEncoder(size, 8, 8, 32)
+    g = Generator(size, 8, 8, 32, style_dim=32, style_base_channels=8, style_hidden=8)
+    x, y = torch.randn(2, 3, size, size), torch.randn(2, 3, size, size)
+    image, masks = g(ec(x, all_features=True), g.style_encoder(y))
+    assert image.shape == (2, 3, size, size) and image.abs().max() <= 1
+    # one mask per skip layer, shaped like Ec's map at 16x16 and 32x32
+    assert [tuple(m.shape[1:]) for m in masks] == [(ec.feature_channels[2], 16, 16), (ec.feature_channels[3], 32, 32)]
+    assert all(m.min() >= 0 for m in masks)
+    (image.mean() + sum(m.mean() for m in masks)).backward()
+    # the last layer's RGB head is the only one used
+    unused = {n for n, _ in g.named_parameters() if "rgblayer" in n and not n.startswith(f"model.{len(g.model) - 1}.")}
+    assert set(grads_everywhere(g)) == unused
+
+
+def test_generator_skip_switches():
+    ec, g = ContentEncoder(**SMALL), Generator(**SMALL, style_dim=32, style_base_channels=8, style_hidden=8)
+    feats, s = ec(torch.randn(2, 3, 64, 64), all_features=True), torch.rand(2, 32)
+    with torch.no_grad():
+        full, masks = g(feats, s)
+        none, no_masks = g(feats, s, use_skip=False)
+        only_first, first_masks = g(feats, s, use_skip=[True, False])
+        zero, zero_masks = g(feats, s, use_skip=[False, False])
+    assert len(masks) == 2 and no_masks == [] and len(first_masks) == 1 and zero_masks == []
+    torch.testing.assert_close(zero, none)  # all masks 0 is the same as no skip connections
+    assert not torch.allclose(full, none)
+    g_noskip = Generator(**SMALL, style_dim=32, style_base_channels=8, style_hidden=8, skip_resolutions=[])
+    assert g_noskip(feats, s)[1] == [] and not any("skiplayer" in k for k in g_noskip.state_dict())
+    with pytest.raises(ValueError, match="consecutive"):
+        Generator(**SMALL, skip_resolutions=[32])
+
+
+def test_discriminator_style_feature_layer():
+    d = Discriminator(64, base_channels=8, max_channels=32)
+    y = torch.randn(3, 3, 64, 64, requires_grad=True)
+    logits, f = d(y, style_layer=4)
+    assert logits.shape == (3,) and f.shape == (3, 32)
+    assert d(y)[1].shape == (3, 32)
+    assert d(y, style_layer=1)[1].shape == (3, 8)
+    (logits.sum() + f.sum()).backward()
+    assert grads_everywhere(d) == []
+    with pytest.raises(ValueError):
+        d(y, style_layer=0)
+
+
+def test_prior_autoencoder_forward_backward():
+    ae = PriorAutoEncoder(**SMALL, num_domains=5)
+    x, labels = torch.randn(2, 3, 64, 64), torch.tensor([0, 4])
+    recon, content, shape = ae(x, labels)
+    assert recon.shape == (2, 3, 64, 64) and content.shape == (2, 1, 8, 8) and shape.shape == (2, 3, 16, 16)
+    logits = ae.classify(content)
+    assert logits.shape == (2, 5)
+    (recon.mean() + shape.mean() + torch.nn.functional.cross_entropy(logits, labels)).backward()
+    # as published, Es's statistics are used only at the decoder's image-level resolutions (here 32x32)
+    used = {f"styleE.layer{k + 1}." for k, r in enumerate(ae.styleE.resolutions) if r in ae.G.image_resolutions}
+    assert used == {"styleE.layer1."}
+    assert {n for n in grads_everywhere(ae)} == {
+        n for n, _ in ae.named_parameters() if n.startswith("styleE.") and not any(n.startswith(u) for u in used)}
+
+
+def test_gradient_reversal_flips_encoder_gradient():
+    ae = PriorAutoEncoder(**SMALL, num_domains=3).eval()  # eval: no spectral-norm power iteration between calls
+    content = ae.contentE(torch.randn(2, 3, 64, 64)).detach().requires_grad_()
+    ae.C(content).sum().backward()
+    plain = content.grad.clone()
+    content.grad = None
+    ae.classify(content).sum().backward()
+    torch.testing.assert_close(content.grad, -plain)
+
+
+def test_sampler_and_ema_deepcopy_after_forward():
+    sampler = StyleSampler(16, 32, 24)
+    assert sampler(torch.randn(4, 16)).shape == (4, 24)
+    d = Discriminator(64, 8, 32)
+    d(torch.randn(2, 3, 64, 64))  # spectral norm power iteration ran
+    d_copy = copy.deepcopy(d)  # breaks with the old torch.nn.utils.spectral_norm
+    x = torch.ones(1, 3, 64, 64)
+    torch.testing.assert_close(d_copy.eval()(x)[0], d.eval()(x)[0])
