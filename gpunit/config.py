@@ -41,6 +41,7 @@ class Stage1DataConfig:
     paired_mask_root: str = "data/synthetic/pairs_mask"  # same layout; the instance masks
     unpaired_root: str | None = "data/synthetic/unpaired"  # real images for the unary losses (None: paired only)
     unpaired_mask_root: str | None = "data/synthetic/unpaired_mask"
+    test_root: str | None = "data/synthetic/pairs_test"  # held-out pairs: content-feature check at the end
     images_per_domain: int = 600   # per class folder; 0 = all
     load_size: int = 286           # resize to this, then random-crop image_size (0 = no resize/crop jitter)
     flip: bool = True              # random horizontal flip of the whole sample

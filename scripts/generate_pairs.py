@@ -3,17 +3,14 @@
     python scripts/generate_pairs.py --out data/biggan --biggan weights/biggan-deep-128 \
         --classes paper --num-latents 655 --size 256 --masks maskrcnn
 
-Writes <out>/pairs/<index>_<group>/<k>.png (same k = same latent) and <out>/masks/... .
-Rerunning the same command resumes where it stopped.
+Writes <out>/pairs/<index>_<group>/<k>.png (same k = same latent) and the masks in <out>/pairs_mask/,
+the layout of scripts/make_synthetic.py. Rerunning the same command resumes where it stopped.
 """
 import argparse
-import logging
-import sys
 
-import torch
-
+from gpunit.cli import run_main
 from gpunit.data.biggan import BIRD_DOG_CAR, PAPER_CLASSES, generate_pairs, load_biggan
-from gpunit.pretrained import MissingWeightsError
+from gpunit.train.common import resolve_device
 
 
 def parse_classes(text: str):
@@ -27,7 +24,7 @@ def parse_classes(text: str):
         raise argparse.ArgumentTypeError("use 'paper', 'bird_dog_car' or comma-separated ImageNet indexes") from None
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data/biggan", help="output folder")
     p.add_argument("--biggan", help="folder with pytorch_model.bin + config.json (default: try a download)")
@@ -43,22 +40,20 @@ def main() -> None:
     p.add_argument("--masks", choices=["none", "maskrcnn"], default="none")
     p.add_argument("--maskrcnn-weights", help="Mask R-CNN .pth file or its folder (default: torch hub cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
 
-    try:
-        model = load_biggan(args.biggan, args.model_name)
-        summary = generate_pairs(model, args.out, args.classes, args.num_latents, tuple(args.truncations),
-                                 args.batch_size, args.seed, device, size=args.size, progress=not args.quiet)
-        if args.masks == "maskrcnn":
-            from gpunit.data.masks import MaskRCNNMasker, write_masks
-            masker = MaskRCNNMasker(args.maskrcnn_weights, device)
-            write_masks(summary["out"], f"{args.out}/masks", masker, args.batch_size, progress=not args.quiet)
-    except (MissingWeightsError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    model = load_biggan(args.biggan, args.model_name)
+    summary = generate_pairs(model, args.out, args.classes, args.num_latents, tuple(args.truncations),
+                             args.batch_size, args.seed, device, size=args.size, progress=not args.quiet)
+    print(f"{summary['written']} images written, {summary['skipped']} already there, in {summary['out']}")
+    if args.masks == "maskrcnn":
+        from gpunit.data.masks import MaskRCNNMasker, write_masks
+        masker = MaskRCNNMasker(args.maskrcnn_weights, device)
+        masks = write_masks(summary["out"], f"{args.out}/pairs_mask", masker, args.batch_size,
+                            progress=not args.quiet)
+        print(f"{masks['written']} masks written, {masks['skipped']} already there, {masks['failed']} unreadable")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -241,6 +241,16 @@ def test_rng_state_round_trips_through_weights_only_load():
     assert np.array_equal(expected[2], again[2]) and torch.equal(expected[4], again[4])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_rng_state_round_trips():
+    buffer = io.BytesIO()
+    torch.save(capture_rng_state(), buffer)
+    expected = torch.rand(3, device="cuda")
+    buffer.seek(0)
+    restore_rng_state(torch.load(buffer, weights_only=True))
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+
 def test_ema_update():
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     ema = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))

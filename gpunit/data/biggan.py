@@ -15,6 +15,7 @@ ImageNet index ranges, see :func:`imagenet_group`.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from pytorch_pretrained_biggan import BigGAN, BigGANConfig, one_hot_from_int, tr
 from pytorch_pretrained_biggan.file_utils import cached_path
 from pytorch_pretrained_biggan.model import (CONFIG_NAME, PRETRAINED_CONFIG_ARCHIVE_MAP,
                                              PRETRAINED_MODEL_ARCHIVE_MAP, WEIGHTS_NAME)
-from torchvision.io import encode_png
+from torchvision.transforms.v2.functional import to_pil_image
 from tqdm import tqdm
 
 from gpunit.pretrained import MissingWeightsError, load_state_dict
@@ -128,11 +129,14 @@ def load_biggan(weights: str | os.PathLike | None = None, model_name: str = "big
         result = model.load_state_dict(load_state_dict(weights_file), strict=False)
     except (RuntimeError, OSError, EOFError) as err:  # corrupt file or shapes that do not match the config
         raise ValueError(f"{weights_file} does not hold BigGAN weights matching {config_file}: {err}") from err
-    # The spectral-norm `_v` vectors can be rebuilt from `_u` by torch's load hook; anything else is missing.
-    missing = [k for k in result.missing_keys if not k.endswith("_v")]
-    if missing:
-        raise ValueError(f"{weights_file} lacks {len(missing)} BigGAN weights (e.g. {missing[:3]}); "
-                         f"is it the {WEIGHTS_NAME} that belongs with {config_file}?")
+    # strict=False only so that we can say what is wrong (torch's spectral-norm hook already
+    # rebuilt the `_v` vectors of old-format files before this check).
+    if result.missing_keys:
+        raise ValueError(f"{weights_file} lacks {len(result.missing_keys)} BigGAN weights (e.g. "
+                         f"{result.missing_keys[:3]}); is it the {WEIGHTS_NAME} that belongs with {config_file}?")
+    if result.unexpected_keys:
+        log.warning("%s: ignoring %d unknown keys, e.g. %s", weights_file, len(result.unexpected_keys),
+                    result.unexpected_keys[:3])
     # Eval mode matters: in train mode spectral norm power-iterates on every forward, so
     # images would depend on what was generated before them.
     return model.eval()
@@ -163,8 +167,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_png(path: Path, image: torch.Tensor) -> None:
-    """Write a (C, H, W) uint8 tensor as PNG, atomically."""
-    atomic_write_bytes(path, encode_png(image.cpu()).numpy().tobytes())
+    """Write a (3, H, W) or (1, H, W) uint8 tensor as an RGB or 8-bit grayscale PNG, atomically."""
+    buffer = io.BytesIO()
+    to_pil_image(image.cpu()).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _check_settings(out_dir: Path, settings: dict) -> None:
@@ -193,8 +199,10 @@ def generate_pairs(model: BigGAN, out_dir: str | os.PathLike, classes: list[int]
     ``size`` resizes the square output (default: the model's native resolution).
     Returns ``{"written", "skipped", "latents", "classes", "out"}``.
     """
-    if num_latents < 1 or batch_size < 1:
-        raise ValueError("num_latents and batch_size must be >= 1")
+    if num_latents < 1 or batch_size < 1 or start_index < 0:
+        raise ValueError("num_latents and batch_size must be >= 1 and start_index >= 0")
+    if not truncations or not all(0 < t <= 1 for t in truncations):
+        raise ValueError(f"truncations must be values in (0, 1], got {list(truncations)}")
     stop_index = num_latents if stop_index is None else min(stop_index, num_latents)
     folders = class_folders(classes)
     out_dir = Path(out_dir)
@@ -214,7 +222,8 @@ def generate_pairs(model: BigGAN, out_dir: str | os.PathLike, classes: list[int]
             jobs = [(k, c) for k, c in todo if trunc[k] == t]
             for i in range(0, len(jobs), batch_size):
                 batch = jobs[i:i + batch_size]
-                noise = torch.cat([latent_noise(k, dim_z, t, seed) for k, _ in batch]).to(device)
+                noise_of = {k: latent_noise(k, dim_z, t, seed) for k in {k for k, _ in batch}}
+                noise = torch.cat([noise_of[k] for k, _ in batch]).to(device)  # (B, dim_z)
                 labels = torch.from_numpy(one_hot_from_int([c for _, c in batch], len(batch))).to(device)
                 images = model(noise, labels, t)  # (B, 3, R, R) in [-1, 1]
                 if images.shape[-1] != size:

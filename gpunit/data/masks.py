@@ -17,43 +17,30 @@ import os
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.models.detection import (MaskRCNN_ResNet50_FPN_V2_Weights, MaskRCNN_ResNet50_FPN_Weights,
                                           maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2)
+from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
 from gpunit.data.biggan import write_png
+from gpunit.data.images import UnreadableImageError, is_image_file, load_rgb, scan_images
 from gpunit.pretrained import MissingWeightsError, find_weights, load_state_dict
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 # Architecture -> (builder, weights URL). v2 is more accurate; v1 is accepted when that is what you have.
 _MASKRCNN = {"v2": (maskrcnn_resnet50_fpn_v2, MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1.url),
              "v1": (maskrcnn_resnet50_fpn, MaskRCNN_ResNet50_FPN_Weights.COCO_V1.url)}
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """Image files under ``root`` (recursive, sorted); a clear error for a missing or empty folder."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder '{root}' not found")
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not images:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under '{root}'")
-    return images
-
-
 def check_mask_folder(image_root: str | os.PathLike, mask_root: str | os.PathLike) -> list[str]:
     """Relative paths of the images under ``image_root`` that have no mask (same relative path and stem)."""
     image_root, mask_root = Path(image_root), Path(mask_root)
-    images = list_images(image_root)
+    images = scan_images(image_root)
     if not mask_root.is_dir():
         raise FileNotFoundError(f"mask folder '{mask_root}' not found; provide masks that mirror "
                                 f"'{image_root}' or create them with scripts/generate_pairs.py --masks maskrcnn")
-    masks = {p.relative_to(mask_root).with_suffix("") for p in mask_root.rglob("*")
-             if p.suffix.lower() in IMAGE_EXTENSIONS}
+    masks = {p.relative_to(mask_root).with_suffix("") for p in mask_root.rglob("*") if is_image_file(p)}
     missing = [str(p.relative_to(image_root)) for p in images
                if p.relative_to(image_root).with_suffix("") not in masks]
     if missing:
@@ -122,10 +109,11 @@ class MaskRCNNMasker:
 
 
 def _read_rgb(path: Path) -> torch.Tensor | None:
+    """(3, H, W) uint8, or None (logged) for a corrupt file, so one bad image does not stop the run."""
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
-    except RuntimeError as err:  # corrupt or unsupported file: skip it, keep going
-        log.warning("skipping unreadable image %s (%s)", path, err)
+        return pil_to_tensor(load_rgb(path))
+    except UnreadableImageError as err:
+        log.warning("skipping %s", err)
         return None
 
 
@@ -138,7 +126,7 @@ def write_masks(image_root: str | os.PathLike, mask_root: str | os.PathLike, mas
     Returns ``{"written", "skipped", "failed"}``.
     """
     image_root, mask_root = Path(image_root), Path(mask_root)
-    images = list_images(image_root)
+    images = scan_images(image_root)
     targets = {p: mask_root / p.relative_to(image_root).with_suffix(".png") for p in images}
     todo = [p for p in images if not targets[p].is_file()]
     written = failed = 0

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2.functional import resize
+from torchvision.transforms.v2.functional import pil_to_tensor, resize
+
+from gpunit.data.images import UnreadableImageError, load_rgb, scan_images
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 CACHE_VERSION = 1  # bump when the network or training changes, so old caches retrain
 
 
@@ -80,12 +80,6 @@ def domain_accuracy(classifier: DomainClassifier, images: torch.Tensor, target_n
 # ----------------------------------------------------------------------------- data
 
 
-def _image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
 def _domain_files(domains_root: Path, split: str, names: list[str] | None) -> dict[str, list[Path]]:
     """``{domain: image files in <domains_root>/<domain>/<split>}``, skipping (with a log) empty domains."""
     available = sorted(p.name for p in domains_root.iterdir() if (p / "train").is_dir())
@@ -97,11 +91,14 @@ def _domain_files(domains_root: Path, split: str, names: list[str] | None) -> di
                                 f"available domains: {available}")
     files = {}
     for name in names:
-        found = _image_files(domains_root / name / split)
-        if found:
-            files[name] = found
-        elif split == "train":
-            log.warning("domain '%s' has no images in %s; skipping it", name, domains_root / name / split)
+        folder = domains_root / name / split
+        if not folder.is_dir():
+            continue
+        try:
+            files[name] = scan_images(folder, recursive=False)
+        except ValueError:  # no images in it
+            if split == "train":
+                log.warning("domain '%s' has no images in %s; skipping it", name, folder)
     return files
 
 
@@ -110,11 +107,9 @@ def _load_images(files: list[Path], size: int) -> torch.Tensor:
     images = []
     for path in files:
         try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, ValueError, OSError) as err:
-            log.warning("skipping unreadable image %s (%s)", path, err)
-            continue
-        images.append(resize(image, [size, size], antialias=True))
+            images.append(resize(pil_to_tensor(load_rgb(path)), [size, size], antialias=True))
+        except UnreadableImageError as err:
+            log.warning("skipping: %s", err)
     if not images:
         raise ValueError(f"none of the {len(files)} images could be read (first: {files[0]})")
     return torch.stack(images)

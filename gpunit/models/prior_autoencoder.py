@@ -67,13 +67,17 @@ class PriorDecoder(nn.Module):
         self.add_module(self.final_name, ConvBlock(in_ch, 3, norm="none", act="tanh"))
         self.tomask = ConvBlock(c1, 3, norm="none", act="tanh")  # Fs's own output layer
 
+    def domain_level(self, x: torch.Tensor, label_embedding: torch.Tensor) -> torch.Tensor:
+        """The layers shared by F and Fs, up to 2x the content size."""
+        for conv in self.layer1:
+            x = conv(x, label_embedding)
+        x = F.interpolate(self.layer2(x, label_embedding), scale_factor=2, mode="nearest")
+        return self.layer3(x, label_embedding)
+
     def forward(self, x: torch.Tensor, style_stats: StyleStats, style_resolutions: list[int],
                 label_embedding: torch.Tensor):
         up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
-        for conv in self.layer1:
-            x = conv(x, label_embedding)
-        x = up(self.layer2(x, label_embedding))
-        x = self.layer3(x, label_embedding)
+        x = self.domain_level(x, label_embedding)
         shape = self.tomask(x)  # Fs(Ec(x), l_x): (N, 3, 2s, 2s) in [-1, 1]
         x = up(x)
         for j, r in enumerate(self.image_resolutions):
@@ -120,6 +124,10 @@ class PriorAutoEncoder(nn.Module):
     def decode(self, content: torch.Tensor, style_stats: StyleStats, labels: torch.Tensor):
         """F(Ec(x), Es(x), l) and Fs(Ec(x), l): (reconstruction, shape map)."""
         return self.G(self.fc(content), style_stats, self.styleE.resolutions, self.embed(labels))
+
+    def predict_shape(self, content: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Fs(c, l) alone: the shape map without decoding the image (same values as ``decode``)."""
+        return self.G.tomask(self.G.domain_level(self.fc(content), self.embed(labels)))
 
     def classify(self, content: torch.Tensor) -> torch.Tensor:
         """C(R(Ec(x))): domain logits; the gradient reaching Ec is reversed."""

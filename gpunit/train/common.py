@@ -44,6 +44,9 @@ import torchvision.utils
 import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from gpunit.checkpoints import CheckpointError  # one error type for every unusable checkpoint file
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,6 @@ _CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")
 
 class RunExistsError(RuntimeError):
     """The run folder already holds checkpoints and the caller did not ask to resume."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is corrupt, truncated or not a gpunit training checkpoint."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -392,42 +391,33 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
         return checkpoints.save(state, step)
 
     step = start
-    sums: dict[str, Tensor | float] = {}
-    counts: dict[str, int] = {}
-    clock, clock_steps = time.perf_counter(), 0
+    meter = _IntervalMeter()
     bar = tqdm(total=total_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
     try:
-        with StopSignal() as stop:
+        with StopSignal() as stop, logging_redirect_tqdm():  # log lines print above the bar
             for step in range(start + 1, total_steps + 1):
                 losses = trainer.train_step(step)
-                clock_steps += 1
+                meter.add(losses)
                 bar.update(1)
                 stopping = stop.requested
                 checkpoint_due = step % checkpoint_every == 0 or step == total_steps or stopping
                 if step % nan_check_every == 0 or checkpoint_due:
                     check_finite(losses, step)
-                for tag, value in losses.items():  # averaged over the log interval, on the device
-                    sums[tag] = sums.get(tag, 0.0) + (value.detach().float() if isinstance(value, Tensor) else value)
-                    counts[tag] = counts.get(tag, 0) + 1
                 if step % log_every == 0:
-                    means = {tag: float(total) / counts[tag] for tag, total in sums.items()}  # device sync
-                    seconds = (time.perf_counter() - clock) / clock_steps
-                    logger.scalars(step, {**means, "time/step": seconds,
-                                          "time/images_per_s": trainer.images_per_step / seconds})
-                    bar.set_postfix({tag.removeprefix("loss/"): f"{v:.3g}" for tag, v in means.items()
+                    scalars = meter.read(trainer.images_per_step)  # the only device sync of a normal step
+                    logger.scalars(step, scalars)
+                    bar.set_postfix({tag.removeprefix("loss/"): f"{value:.3g}" for tag, value in scalars.items()
                                      if tag.startswith("loss/")}, refresh=True)
-                    sums, counts = {}, {}
-                    clock, clock_steps = time.perf_counter(), 0
                 if step % image_every == 0 or step == 1:
                     with preserved_rng_state():
                         grids = trainer.sample_images(step)
                     for tag, grid in grids.items():
                         logger.images(step, tag, grid)
-                    clock, clock_steps = time.perf_counter(), 0  # keep time/step about training only
+                    meter.restart_clock()  # time/step measures training only
                 if checkpoint_due:
                     path = save(step)
                     log.info("saved checkpoint %s", path)
-                    clock, clock_steps = time.perf_counter(), 0
+                    meter.restart_clock()
                 if stopping:
                     log.warning("stopped by signal after step %d; checkpoint %s. To continue, rerun the same "
                                 "command with --resume auto (or --resume %s)", step, path, path)
@@ -437,6 +427,34 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
         if own_logger:
             logger.close()
     return step
+
+
+class _IntervalMeter:
+    """Mean of each logged value and seconds per step since the last read; sums stay on the device."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, Tensor | float] = {}
+        self.counts: dict[str, int] = {}
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self.clock, self.steps = time.perf_counter(), 0
+
+    def add(self, values: dict[str, Tensor | float]) -> None:
+        self.steps += 1
+        for tag, value in values.items():  # a tag may be missing on some steps (lazy R1)
+            value = value.detach().float() if isinstance(value, Tensor) else value
+            self.sums[tag] = self.sums.get(tag, 0.0) + value
+            self.counts[tag] = self.counts.get(tag, 0) + 1
+
+    def read(self, images_per_step: int) -> dict[str, float]:
+        means = {tag: float(total) / self.counts[tag] for tag, total in self.sums.items()}
+        seconds = (time.perf_counter() - self.clock) / max(self.steps, 1)
+        self.reset()
+        return {**means, "time/step": seconds, "time/images_per_s": images_per_step / seconds}
 
 
 def _resume(trainer: Trainer, checkpoints: CheckpointManager, resume: str) -> int:
@@ -450,6 +468,6 @@ def _resume(trainer: Trainer, checkpoints: CheckpointManager, resume: str) -> in
         raise CheckpointError(f"{path} is not a gpunit training checkpoint (format {state.get('format')!r}, "
                               f"expected {CHECKPOINT_FORMAT!r}); pass a file from <run>/checkpoints/")
     trainer.load_state_dict(state["trainer"])
-    pass  # last, in case loading the trainer consumed random numbers
+    restore_rng_state(state["rng"])  # last, in case loading the trainer consumed random numbers
     log.info("resumed from %s at step %d", path, state["step"])
     return int(state["step"])

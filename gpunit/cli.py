@@ -1,0 +1,32 @@
+"""Shared command-line plumbing: logging set-up and one clear line for errors a user can cause."""
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from gpunit.checkpoints import CheckpointError
+from gpunit.config import ConfigError
+from gpunit.data.images import UnreadableImageError
+from gpunit.pretrained import MissingWeightsError
+from gpunit.train.common import NonFiniteLossError, RunExistsError
+
+# Errors with a message written for the user: print it, no traceback.
+USER_ERRORS = (ConfigError, CheckpointError, MissingWeightsError, RunExistsError, NonFiniteLossError,
+               UnreadableImageError, FileNotFoundError, NotADirectoryError, ValueError)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run ``main``; a user error ends the program with its message and exit status 2."""
+    setup_logging()
+    try:
+        status = main()
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)

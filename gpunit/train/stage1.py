@@ -1,0 +1,195 @@
+"""Stage I: generative prior distillation (paper Sec. 3.2, Appendix A.3).
+
+Each step mixes unpaired images (unary losses only) with same-latent pairs (x, y) from two classes:
+
+    L_arec = ||F(Ec(x), Es(x), l_x) - x||_2 + perceptual                    appearance reconstruction
+    L_srec = l_s ||Fs(Ec(x), l_x) - x_s||_1                                    (Eq. 2)
+    L_dis  = ||Ec(x) - Ec(y)||_1 + l_s ||Fs(Ec(y), l_x) - x_s||_1            (pairs only)
+    L_reg  = CE(C(R(Ec(x))), l_x) + l_r ||Ec(x)||_2                            (R: gradient reversal)
+    min over Ec, Es, F, C of L_arec + L_srec + L_dis + L_reg                  (Eq. 1)
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import make_grid
+
+from gpunit import losses
+from gpunit.checkpoints import export_published_content_encoder, export_published_stage1, save_content_encoder
+from gpunit.config import Stage1Config, config_to_dict
+from gpunit.metrics.prior import pair_feature_ratio
+from gpunit.train.common import prepare_run_dir, resolve_device, seed_everything, train_loop, RunLogger
+from gpunit.data.datasets import PriorImageDataset, domain_labels, make_loader
+from gpunit.models import PriorAutoEncoder
+from gpunit.nn import init_weights
+
+log = logging.getLogger("gpunit.stage1")
+
+
+class Stage1Trainer:
+    """Prior distillation; driven by :func:`gpunit.train.common.train_loop`."""
+
+    def __init__(self, cfg: Stage1Config, device: torch.device, perceptual_net=None):
+        self.cfg, self.device = cfg, device
+        m, d, t = cfg.model, cfg.data, cfg.train
+        self.labels = domain_labels(d.paired_root, d.unpaired_root)
+        num_domains = m.num_domains or len(self.labels)
+        if num_domains < len(self.labels):
+            raise ValueError(f"model.num_domains={num_domains} but the data has {len(self.labels)} class folders")
+        data_kw = dict(labels=self.labels, image_size=m.image_size, load_size=d.load_size, flip=d.flip,
+                       per_domain=d.images_per_domain, seed=t.seed)
+        self.paired = PriorImageDataset(d.paired_root, d.paired_mask_root, paired=True, **data_kw)
+        self.unpaired = (PriorImageDataset(d.unpaired_root, d.unpaired_mask_root, **{**data_kw, "seed": t.seed + 1})
+                         if d.unpaired_root else None)  # another seed: its crops must not mirror the pairs' 
+
+        self.model = PriorAutoEncoder(m.image_size, m.content_size, m.base_channels, m.max_channels,
+                                      num_domains, m.label_dim, m.content_noise).to(device)
+        init_weights(self.model)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas),
+                                    weight_decay=t.weight_decay)
+        self.vgg = perceptual_net if perceptual_net is not None else \
+            losses.build_perceptual(cfg.loss.perceptual, cfg.loss.vgg_weights)
+        if self.vgg is not None:
+            self.vgg.to(device)
+        self.batch = t.batch_size
+        self.images_per_step = self.batch * (3 if self.unpaired else 2)
+        self.consumed = {"paired": 0, "unpaired": 0}
+        self._open_loaders()
+        self.preview = self._preview_batch()
+
+    # ------------------------------------------------------------------ data
+    def _open_loaders(self):
+        kw = dict(batch_size=self.batch, seed=self.cfg.train.seed, num_workers=self.cfg.data.num_workers,
+                  device_type=self.device.type)
+        self.loaders = {"paired": iter(make_loader(self.paired, start=self.consumed["paired"], **kw))}
+        if self.unpaired:
+            self.loaders["unpaired"] = iter(make_loader(self.unpaired, start=self.consumed["unpaired"], **kw))
+
+    def _next(self, name: str) -> dict:
+        batch = next(self.loaders[name])
+        self.consumed[name] += self.batch
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def shape_target(self, mask: torch.Tensor) -> torch.Tensor:
+        """The instance mask at Fs's resolution (2x the content size), 3 channels as published."""
+        size = 2 * self.cfg.model.content_size
+        return F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+
+    # ------------------------------------------------------------------ one iteration
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        lam, B = self.cfg.loss, self.batch
+        p = self._next("paired")
+        parts = [(p["x"], p["l_x"], p["m_x"]), (p["y"], p["l_y"], p["m_y"])]
+        if self.unpaired:
+            u = self._next("unpaired")
+            parts.insert(0, (u["x"], u["l_x"], u["m_x"]))
+        x = torch.cat([a for a, _, _ in parts])
+        labels = torch.cat([b for _, b, _ in parts])
+        shapes = self.shape_target(torch.cat([c for _, _, c in parts]))
+        pair = slice(x.shape[0] - 2 * B, x.shape[0])  # the x and y halves of the pairs
+        px, py = slice(pair.start, pair.start + B), slice(pair.start + B, pair.stop)
+
+        ae = self.model
+        content = ae.contentE(x)
+        noisy = ae.add_noise(content)
+        flip = bool(torch.rand(()) < lam.style_flip_prob)  # one coin per batch, as published
+        style = ae.styleE(x.flip(-1) if flip else x)
+        recon, shape = ae.decode(noisy, style, labels)
+        # Swap the pairs' content features: the shape of x predicted from Ec(y), and vice versa.
+        swapped = torch.cat([noisy[py], noisy[px]])
+        shape_swapped = ae.predict_shape(swapped, labels[pair])
+
+        terms = {
+            "loss/arec/l2": F.mse_loss(recon, x),                                      # L_arec
+            "loss/arec/perceptual": losses.perceptual(self.vgg, recon, x),
+            "loss/srec": F.l1_loss(shape, shapes),                                      # L_srec (Eq. 2)
+            "loss/dis/content": F.l1_loss(content[px], content[py].detach()),          # L_dis
+            "loss/dis/shape": F.l1_loss(shape_swapped, shapes[pair]),
+            "loss/reg/cls": F.cross_entropy(ae.classify(content), labels),             # L_reg
+            "loss/reg/norm": torch.norm(content, p=2),
+        }
+        weights = {"loss/arec/l2": lam.lambda_arec, "loss/arec/perceptual": lam.lambda_arec,
+                   "loss/srec": lam.lambda_srec, "loss/dis/content": lam.lambda_fdist,
+                   "loss/dis/shape": lam.lambda_sdist, "loss/reg/cls": lam.lambda_cls,
+                   "loss/reg/norm": lam.lambda_reg}
+        total = sum(weights[k] * v for k, v in terms.items())
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        return {**{k: v.detach() for k, v in terms.items()}, "loss/total": total.detach()}
+
+    # ------------------------------------------------------------------ monitoring
+    def _preview_batch(self) -> dict:
+        n = min(self.batch, 6)
+        items = [self.paired[i] for i in range(n)]
+        return {k: torch.stack([it[k] for it in items]).to(self.device) for k in items[0]}
+
+    @torch.no_grad()
+    def sample_images(self, step: int) -> dict[str, torch.Tensor]:
+        """Rows: x, its mask, F(Ec(x)), Fs(Ec(x)), y, F(Ec(y)), Fs(Ec(y), l_x) (x's shape from y's content)."""
+        ae, b = self.model, self.preview
+        ae.eval()
+        try:
+            up = lambda t: F.interpolate(t, size=b["x"].shape[-2:], mode="nearest")  # noqa: E731
+            recon_x, content_x, shape_x = ae(b["x"], b["l_x"], noise=False)
+            recon_y, content_y, _ = ae(b["y"], b["l_y"], noise=False)
+            shape_from_y = ae.predict_shape(content_y, b["l_x"])
+            rows = [b["x"], b["m_x"].expand(-1, 3, -1, -1), recon_x, up(shape_x), b["y"], recon_y, up(shape_from_y)]
+        finally:
+            ae.train()
+        grid = make_grid(torch.cat(rows).clamp(-1, 1).cpu(), nrow=len(b["x"]), padding=1, pad_value=1)
+        return {"images/stage1": grid}
+
+    def on_checkpoint(self, step: int) -> None:
+        pass
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "consumed": dict(self.consumed)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.consumed = dict(state["consumed"])
+        self._open_loaders()
+
+    def export(self, run_dir: Path) -> dict[str, Path]:
+        """The content encoder for Stage II (ours and the published format) and the published Stage I file."""
+        ae = self.model.eval()
+        return {
+            "content_encoder": save_content_encoder(ae.contentE, run_dir / "content_encoder.pt"),
+            "content_encoder_published": export_published_content_encoder(
+                ae.contentE, run_dir / "content_encoder_published.pt"),
+            "prior_autoencoder_published": export_published_stage1(ae, run_dir / "prior_distillation_published.pt"),
+        }
+
+
+def run_stage1(cfg: Stage1Config, resume: str | None = None, progress: bool = True) -> dict:
+    """Train Stage I as configured (or resume), export the content encoder, check it on held-out pairs.
+
+    Returns the exported files and the held-out pair ratio; an interrupted run returns {} (resume it).
+    """
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    run_dir = prepare_run_dir(cfg.out_dir, cfg.name, config_to_dict(cfg), resume=resume is not None)
+    trainer = Stage1Trainer(cfg, device)
+    t = cfg.train
+    step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
+                      image_every=t.image_every, checkpoint_every=t.checkpoint_every,
+                      keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress)
+    if step < t.iterations:
+        return {}
+    outputs: dict = trainer.export(run_dir)
+    if cfg.data.test_root and Path(cfg.data.test_root).is_dir():
+        result = pair_feature_ratio(trainer.model.contentE.eval(), cfg.data.test_root)
+        outputs["pair_ratio"] = result
+        logger = RunLogger(run_dir)
+        logger.scalars(step, {"metric/pair_ratio": result["ratio"]})
+        logger.close()
+        log.info("held-out pairs: same-latent / different-latent content L1 = %.3f (%.4f / %.4f)",
+                 result["ratio"], result["same_latent_l1"], result["different_latent_l1"])
+    outputs["run_dir"] = run_dir
+    return outputs

@@ -1,0 +1,244 @@
+"""Stage II: adversarial image translation on top of the frozen content encoder (paper Sec. 4).
+
+    y_hat = G(Ec(x), Es(y))            translation          y_bar = G(Ec(y), Es(y))   reconstruction
+    L_adv = log D(y) + log(1 - D(y_hat))                                               (Eq. 3)
+    L_sty = ||f_D(y_hat) - f_D(y)||_1                                                   (Eq. 4)
+    L_con = ||Ec(y_hat) - Ec(x)||_1                                                     (Eq. 5)
+    L_msk = sum_l ||m_l||_1                                                              (Eq. 6)
+    L_rec = ||y_bar - y||_1 + perceptual
+    min_{G,Es} max_D  L_adv + l1 L_con + l2 L_sty + l3 L_msk + l4 L_rec  (+ l_id L_id for faces)
+D is trained with the non-saturating loss and an R1 penalty on real images. An EMA of G is kept
+for samples, evaluation and export; the style sampler is fitted to the EMA style codes of the
+target set at every checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import make_grid
+
+from gpunit import losses
+from gpunit.checkpoints import check_compatible, export_published_stage2, load_content_encoder, save_translator
+from gpunit.config import Stage2Config, config_to_dict
+from gpunit.data.datasets import ImageFolderDataset, UnpairedDataset, make_loader
+from gpunit.models import ContentEncoder, Discriminator, Generator, StyleSampler
+from gpunit.nn import init_weights
+from gpunit.train.common import ema_update, prepare_run_dir, resolve_device, seed_everything, train_loop
+from gpunit.train.sampler_fit import collect_style_codes, fit_sampler, oversample_rare_styles
+
+log = logging.getLogger("gpunit.stage2")
+
+
+def build_content_encoder(cfg: Stage2Config) -> ContentEncoder:
+    m = cfg.model
+    if cfg.train_content_encoder:  # ablation (Sec. 5.2): no generative prior
+        encoder = ContentEncoder(m.image_size, m.content_size, m.base_channels, m.max_channels)
+        init_weights(encoder)
+        return encoder
+    encoder = load_content_encoder(cfg.content_encoder, m.content_size)
+    if encoder.image_size != m.image_size:
+        raise ValueError(f"the content encoder {cfg.content_encoder} was built for {encoder.image_size}px images "
+                         f"but model.image_size is {m.image_size}; set model.image_size={encoder.image_size}")
+    return encoder.requires_grad_(False).eval()  # frozen: no spectral-norm power iteration either
+
+
+class Stage2Trainer:
+    """Adversarial translation; driven by :func:`gpunit.train.common.train_loop`."""
+
+    def __init__(self, cfg: Stage2Config, device: torch.device, perceptual_net=None, identity_net=None):
+        self.cfg, self.device = cfg, device
+        m, d, t, lam = cfg.model, cfg.data, cfg.train, cfg.loss
+        if not d.source or not d.target:
+            raise ValueError("data.source and data.target must each list at least one image folder")
+        self.dataset = UnpairedDataset(d.source, d.target, d.source_counts, d.target_counts, m.image_size,
+                                       d.load_size, d.flip, seed=t.seed)
+        self.target_set = ImageFolderDataset(d.target, m.image_size, d.target_counts)
+
+        self.encoder = build_content_encoder(cfg).to(device)
+        self.generator = Generator(m.image_size, m.content_size, m.base_channels, m.max_channels, m.style_dim,
+                                   m.style_base_channels, m.style_hidden, m.skip_resolutions).to(device)
+        init_weights(self.generator)
+        check_compatible(self.encoder, self.generator)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        self.discriminator = Discriminator(m.image_size, m.disc_base_channels, m.disc_max_channels).to(device)
+        init_weights(self.discriminator)
+        if not 1 <= lam.style_layer <= len(self.discriminator.model):
+            raise ValueError(f"loss.style_layer must be in 1..{len(self.discriminator.model)} for "
+                             f"{m.image_size}px images, got {lam.style_layer}")
+        self.sampler = StyleSampler(m.noise_dim, m.sampler_hidden, m.style_dim).to(device)
+        self.sampler_fitted = False
+
+        g_params = list(self.generator.parameters())
+        if cfg.train_content_encoder:
+            g_params += list(self.encoder.parameters())
+        adam = dict(lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.opt_g = torch.optim.Adam(g_params, **adam)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), **adam)
+
+        self.vgg = perceptual_net if perceptual_net is not None else losses.build_perceptual(lam.perceptual, lam.vgg_weights)
+        if lam.lambda_id > 0 and identity_net is None:
+            from gpunit.models.arcface import IdentityLoss
+            identity_net = IdentityLoss(lam.identity_weights)
+        self.identity = identity_net
+        for net in (self.vgg, self.identity):
+            if net is not None:
+                net.to(device)
+
+        self.batch = t.batch_size
+        self.images_per_step = 2 * self.batch
+        self.consumed = 0
+        self._open_loader()
+        n = min(self.batch, 8)
+        preview = [self.dataset[i] for i in range(n)]
+        self.preview = {k: torch.stack([p[k] for p in preview]).to(device) for k in ("x", "y")}
+        self.preview_noise = torch.randn(n, m.noise_dim, generator=torch.Generator().manual_seed(t.seed)).to(device)
+
+    def _open_loader(self):
+        self.loader = iter(make_loader(self.dataset, self.batch, self.cfg.train.seed, start=self.consumed,
+                                       num_workers=self.cfg.data.num_workers, device_type=self.device.type))
+
+    def content_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        with torch.set_grad_enabled(self.cfg.train_content_encoder):
+            return self.encoder(images, all_features=True)
+
+    # ------------------------------------------------------------------ one iteration
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        lam = self.cfg.loss
+        batch = next(self.loader)
+        self.consumed += self.batch
+        x, y = batch["x"].to(self.device, non_blocking=True), batch["y"].to(self.device, non_blocking=True)
+        G, D = self.generator, self.discriminator
+
+        c_x, c_y = self.content_features(x), self.content_features(y)
+        # A flipped style image keeps G from copying the style image's pose.
+        y_style = y.flip(-1) if lam.flip_style and bool(torch.rand(()) < 0.5) else y
+
+        # ---- G step
+        D.requires_grad_(False)
+        s_y = G.style_encoder(y_style)
+        y_hat, masks = G(c_x, s_y)
+        y_bar, _ = G(c_y, s_y, use_skip=lam.use_allskip)
+        logits, f_d = D(torch.cat([y_hat, y]), lam.style_layer)
+        fake_logits, _ = logits.chunk(2)
+        f_fake, f_real = f_d.chunk(2)
+        g = {
+            "loss/g/adv": losses.adv_loss(fake_logits, real=True),                        # L_adv (Eq. 3)
+            "loss/g/con": losses.content_loss(self.encoder(y_hat), c_x[0]),              # L_con (Eq. 5)
+            "loss/g/sty": losses.style_loss(f_fake, f_real),                              # L_sty (Eq. 4)
+            "loss/g/msk": losses.mask_loss(masks).to(y_hat.device),                       # L_msk (Eq. 6)
+            "loss/g/rec": F.l1_loss(y_bar, y) + losses.perceptual(self.vgg, y_bar, y),    # L_rec
+        }
+        weights = {"loss/g/adv": lam.lambda_adv, "loss/g/con": lam.lambda_con, "loss/g/sty": lam.lambda_sty,
+                   "loss/g/msk": lam.lambda_msk, "loss/g/rec": lam.lambda_rec}
+        if self.identity is not None and lam.lambda_id > 0:
+            g["loss/g/id"] = self.identity(y_hat, y)
+            weights["loss/g/id"] = lam.lambda_id
+        g_total = sum(weights[k] * v for k, v in g.items())
+        self.opt_g.zero_grad(set_to_none=True)
+        g_total.backward()
+        self.opt_g.step()
+        D.requires_grad_(True)
+
+        # ---- D step: as published, the translation is recomputed by the updated G
+        with torch.no_grad():
+            y_fake, _ = G(c_x, G.style_encoder(y_style))
+        y_real = y.detach().requires_grad_(True)
+        logits, _ = D(torch.cat([y_fake, y_real]))
+        fake_logits, real_logits = logits.chunk(2)
+        d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False),
+             "loss/d/r1": losses.r1_penalty(real_logits, y_real)}
+        d_total = d["loss/d/adv"] + lam.lambda_r1 * d["loss/d/r1"]
+        self.opt_d.zero_grad(set_to_none=True)
+        d_total.backward()
+        self.opt_d.step()
+
+        ema_update(self.generator_ema, G, self.cfg.train.ema_decay)
+        out = {k: v.detach() for k, v in {**g, **d}.items()}
+        out["loss/g/total"] = g_total.detach()
+        for i, m in enumerate(masks):  # how much of Ec's detail each skip layer lets through
+            out[f"mask/mean_{G.resolutions[G.skip_layers[i]]}"] = m.detach().mean()
+        return out
+
+    # ------------------------------------------------------------------ sampler + monitoring
+    def fit_style_sampler(self, progress: bool = True) -> dict:
+        """Fit the sampler to the EMA style codes of the target training set."""
+        s = self.cfg.sampler
+        codes = collect_style_codes(self.generator_ema.style_encoder, self.target_set, self.batch, self.device)
+        if s.mitigate_style_bias:
+            codes = oversample_rare_styles(codes)
+        epochs = s.epochs or min(max(2_000_000 // len(codes), 1), s.max_epochs)
+        history = fit_sampler(self.sampler, codes, epochs, s.batch_size, s.lr, progress=progress)
+        self.sampler_fitted = True
+        return {"epochs": epochs, "codes": len(codes), "final_loss": history[-1]}
+
+    def on_checkpoint(self, step: int) -> None:
+        info = self.fit_style_sampler()
+        log.info("step %d: style sampler fitted on %d codes, %d epochs, loss %.4f", step, info["codes"],
+                 info["epochs"], info["final_loss"])
+
+    @torch.no_grad()
+    def sample_images(self, step: int) -> dict[str, torch.Tensor]:
+        """Rows: content x, style y, G(x, y), G_ema(x, y), and G_ema with sampled styles once fitted."""
+        x, y = self.preview["x"], self.preview["y"]
+        self.generator.eval()
+        c_x = self.encoder(x, all_features=True)
+        rows = [x, y, self.generator(c_x, self.generator.style_encoder(y))[0]]
+        self.generator.train()
+        rows.append(self.generator_ema(c_x, self.generator_ema.style_encoder(y))[0])
+        if self.sampler_fitted:
+            self.sampler.eval()
+            rows.append(self.generator_ema(c_x, self.sampler(self.preview_noise))[0])
+        grid = make_grid(torch.cat(rows).clamp(-1, 1).cpu(), nrow=len(x), padding=1, pad_value=1)
+        return {"images/translation": grid}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        state = {"generator": self.generator.state_dict(), "generator_ema": self.generator_ema.state_dict(),
+                 "discriminator": self.discriminator.state_dict(), "sampler": self.sampler.state_dict(),
+                 "sampler_fitted": self.sampler_fitted, "opt_g": self.opt_g.state_dict(),
+                 "opt_d": self.opt_d.state_dict(), "consumed": self.consumed}
+        if self.cfg.train_content_encoder:
+            state["encoder"] = self.encoder.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.generator_ema.load_state_dict(state["generator_ema"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.sampler_fitted = bool(state["sampler_fitted"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if "encoder" in state:
+            self.encoder.load_state_dict(state["encoder"])
+        self.consumed = int(state["consumed"])
+        self._open_loader()
+
+    def export(self, run_dir: Path) -> dict[str, Path]:
+        """The translator (Ec + EMA G + sampler) in our format and in the published one."""
+        encoder = self.encoder.eval()
+        return {
+            "translator": save_translator(run_dir / "translator.pt", encoder, self.generator_ema, self.sampler,
+                                          config_to_dict(self.cfg)),
+            "translator_published": export_published_stage2(self.generator_ema, self.sampler,
+                                                            run_dir / "translator_published.pt"),
+        }
+
+
+def run_stage2(cfg: Stage2Config, resume: str | None = None, progress: bool = True) -> dict:
+    """Train Stage II as configured (or resume) and export the translator; {} if interrupted."""
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    run_dir = prepare_run_dir(cfg.out_dir, cfg.name, config_to_dict(cfg), resume=resume is not None)
+    trainer = Stage2Trainer(cfg, device)
+    t = cfg.train
+    step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
+                      image_every=t.image_every, checkpoint_every=t.checkpoint_every,
+                      keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress)
+    if step < t.iterations:
+        return {}
+    return {**trainer.export(run_dir), "run_dir": run_dir}
