@@ -20,3 +20,14 @@ def fixtures_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A tiny built-in synthetic data set (3 classes, 64x64) shared by the trainer tests."""
+    from gpunit.data.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_dataset(root, size=64, classes=["ellipse", "star", "ring"], pairs_per_class=6, unpaired_per_class=4,
+                 domain_train=8, domain_test=4, pair_test=4, seed=0, workers=0, progress=False)
+    return root

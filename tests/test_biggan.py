@@ -119,6 +119,9 @@ def test_wrong_weights_file_is_rejected(tmp_path, biggan_dir):
     torch.save({"embeddings.weight": torch.zeros(16, 1000)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="lacks"):
         bg.load_biggan(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"truncated download")
+    with pytest.raises(ValueError, match="does not hold BigGAN weights"):
+        bg.load_biggan(tmp_path)
 
 
 # ---------------------------------------------------------------------------- generation
@@ -228,6 +231,9 @@ def test_maskrcnn_missing_weights_is_clear(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError) as err:
         MaskRCNNMasker()
     assert "maskrcnn_resnet50_fpn_v2_coco" in str(err.value) and "--maskrcnn-weights" in str(err.value)
+    (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a torchvision Mask R-CNN"):
+        MaskRCNNMasker(tmp_path / "corrupt.pth")
 
 
 def test_select_instance_mask_keeps_best_instance():

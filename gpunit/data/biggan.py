@@ -125,9 +125,11 @@ def load_biggan(weights: str | os.PathLike | None = None, model_name: str = "big
         model = BigGAN(config)
     except (ValueError, TypeError, KeyError) as err:
         raise ValueError(f"{config_file} is not a valid BigGAN config.json ({err})") from err
+    # A corrupt file makes torch's weights-only unpickler raise almost any type (IndexError,
+    # UnpicklingError, ...); shapes that do not match raise RuntimeError. All mean: wrong file.
     try:
         result = model.load_state_dict(load_state_dict(weights_file), strict=False)
-    except (RuntimeError, OSError, EOFError) as err:  # corrupt file or shapes that do not match the config
+    except Exception as err:  # noqa: BLE001
         raise ValueError(f"{weights_file} does not hold BigGAN weights matching {config_file}: {err}") from err
     # strict=False only so that we can say what is wrong (torch's spectral-norm hook already
     # rebuilt the `_v` vectors of old-format files before this check).

@@ -71,14 +71,16 @@ class MaskRCNNMasker:
     def __init__(self, weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                  score_threshold: float = 0.5):
         path = self._find(weights_path)
-        state = load_state_dict(path)
-        arch = "v2" if "rpn.head.conv.1.0.weight" in state else "v1"
-        self.model = _MASKRCNN[arch][0](weights=None, weights_backbone=None)
+        # A corrupt file makes torch's weights-only unpickler raise almost any type (IndexError,
+        # UnpicklingError, ...); shapes that do not match raise RuntimeError. All mean: wrong file.
         try:
+            state = load_state_dict(path)
+            arch = "v2" if "rpn.head.conv.1.0.weight" in state else "v1"
+            self.model = _MASKRCNN[arch][0](weights=None, weights_backbone=None)
             self.model.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"{path} is not a torchvision Mask R-CNN ResNet50-FPN ({arch}) COCO weights file: "
-                             f"{str(err)[:300]}") from err
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"{path} is not a torchvision Mask R-CNN ResNet50-FPN COCO weights file "
+                             f"({str(err)[:300]}); get it from {_MASKRCNN['v2'][1]}") from err
         self.model.eval().to(device)
         self.device = torch.device(device)
         self.score_threshold = score_threshold

@@ -142,6 +142,8 @@ class Generator(nn.Module):
             hidden = (1 if i == 1 else channels[i - 1]) if i in skip_layers else None
             layers.append(GeneratorLayer(channels[i - 1], channels[i], style_dim, hidden_ch=hidden))
         self.model = nn.Sequential(*layers)
+        for layer in self.model[:-1]:  # kept for checkpoint compatibility; only the last RGB head is used
+            layer.rgblayer.requires_grad_(False)
 
     def forward(self, content: Sequence[torch.Tensor], style: torch.Tensor,
                 use_skip: bool | Sequence[bool] = True):

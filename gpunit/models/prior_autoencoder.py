@@ -116,6 +116,11 @@ class PriorAutoEncoder(nn.Module):
         c0 = stage_channels(image_size, content_size, base_channels, max_channels)
         self.fc = ConvBlock(1, c0, 1, padding=0, norm="instance", act="lrelu")
         self.embed = nn.Embedding(num_domains, label_dim)
+        # As published, Es has layers down to content_size/2 but F reads only some of their
+        # statistics; the others stay frozen (kept for checkpoint compatibility).
+        for k, res in enumerate(self.styleE.resolutions, start=1):
+            if res not in self.G.image_resolutions:
+                getattr(self.styleE, f"layer{k}").requires_grad_(False)
 
     def add_noise(self, content: torch.Tensor) -> torch.Tensor:
         """Gaussian noise of fixed std on Ec(x), for robustness (Sec. 3.2)."""

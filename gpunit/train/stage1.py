@@ -48,7 +48,7 @@ class Stage1Trainer:
         self.model = PriorAutoEncoder(m.image_size, m.content_size, m.base_channels, m.max_channels,
                                       num_domains, m.label_dim, m.content_noise).to(device)
         init_weights(self.model)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas),
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=t.lr, betas=tuple(t.betas),
                                     weight_decay=t.weight_decay)
         self.vgg = perceptual_net if perceptual_net is not None else \
             losses.build_perceptual(cfg.loss.perceptual, cfg.loss.vgg_weights)

@@ -72,7 +72,7 @@ class Stage2Trainer:
         self.sampler = StyleSampler(m.noise_dim, m.sampler_hidden, m.style_dim).to(device)
         self.sampler_fitted = False
 
-        g_params = list(self.generator.parameters())
+        g_params = [p for p in self.generator.parameters() if p.requires_grad]
         if cfg.train_content_encoder:
             g_params += list(self.encoder.parameters())
         adam = dict(lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)

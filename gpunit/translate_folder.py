@@ -1,0 +1,313 @@
+"""Translate folders of images with a trained translator (paper Sec. 4: exemplar- and latent-guided translation).
+
+    translator = gpunit.load_translator("checkpoints/cat2dog/translator.pt", device="cuda")
+    summary = translate_folder(translator, "photos/", "out/", style="dogs/")  # every photo x every dog
+    summary = translate_folder(translator, "photos/", "out/", num_styles=4, seed=0)  # sampled styles
+    print(describe_summary(summary))
+
+Output names: ``<content stem>__<style stem>.png`` (exemplar-guided) or ``<content stem>__s<k>.png``
+(latent-guided), in the sub-folder of ``output_dir`` that mirrors the content image's sub-folder of
+the input, plus ``<content stem>__grid.png`` per content image (input, styles, results).
+
+Latent-guided translation samples ``num_styles`` codes once from ``seed`` and gives every content
+image the same ones: ``s<k>`` is the same style across the whole folder, and results do not depend
+on which other images are in the folder or on the batch size. The same holds for
+``style_pairing="random"``: the style of a content image is drawn from ``seed`` and its path only.
+
+Work is batched as in Sec. 4's inference: Ec runs once per content image and Es once per style
+image; G runs over (content, style) pairs in batches. Existing outputs are kept (unless
+``overwrite``), so an interrupted run continues where it stopped; every PNG is written to a
+temporary name and renamed, so an interruption never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision.utils
+from PIL import Image
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from gpunit.data.images import (RESIZE_POLICIES, UnreadableImageError, load_rgb, resize_for_model, scan_images,
+                                to_pil, to_tensor)
+from gpunit.translate import Translator
+
+log = logging.getLogger(__name__)
+
+STYLE_PAIRINGS = ("all", "random")
+GRID_COLUMNS = 8  # results per grid row; more styles wrap onto further rows
+
+
+@dataclass
+class _ContentJob:
+    """One content image: its outputs (one per style it is paired with) and what is left to do."""
+    path: Path
+    style_indices: list[int]  # row of the style codes for each output
+    outputs: list[Path]
+    grid: Path | None
+    todo: list[int] = field(default_factory=list)  # positions in ``outputs`` still to translate
+    write_grid: bool = False
+
+
+def translate_folder(translator: Translator, input_path: str | os.PathLike, output_dir: str | os.PathLike,
+                     style: str | os.PathLike | None = None, style_pairing: str = "all", num_styles: int = 1,
+                     seed: int = 0, batch_size: int = 8, resize: str = "shortside_crop", grid: bool = True,
+                     overwrite: bool = False, progress: bool = True) -> dict:
+    """Translate an image or a folder (recursively) into ``output_dir``; see the module docstring.
+
+    Exemplar-guided when ``style`` (an image or a folder) is given: each content image with each style
+    image (``style_pairing="all"``) or with one style image drawn from ``seed`` (``"random"``).
+    Latent-guided otherwise: ``num_styles`` styles sampled from ``seed``.
+
+    Returns ``{"translated", "skipped_existing", "unreadable": counts, "written": [result paths],
+    "grids": [grid paths], "unreadable_files": [paths], "output_dir": Path}``. Unreadable images are
+    skipped with a warning; raises ValueError when nothing at all could be translated.
+    """
+    _check_options(style, style_pairing, num_styles, batch_size, resize)
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    contents, input_root = _list_inputs(input_path, "input")
+    contents = _outside(contents, output_dir)
+    summary = {"translated": 0, "skipped_existing": 0, "unreadable": 0, "written": [], "grids": [],
+               "unreadable_files": [], "output_dir": output_dir}
+
+    if style is None:
+        if translator.sampler is None:
+            raise ValueError("latent-guided translation needs a style sampler, and this translator has none; "
+                             "give style images instead (--style)")
+        codes = translator.sample_styles(num_styles, seed)  # (K, style_dim), shared by every content image
+        style_names, style_images = [f"s{k}" for k in range(num_styles)], None
+    else:
+        style_paths, _ = _list_inputs(Path(style), "style")
+        style_paths, style_images = _load_styles(style_paths, translator.image_size, resize, summary)
+        codes = _style_codes(translator, style_images, batch_size)
+        style_names = [p.stem for p in style_paths]
+
+    jobs = _plan_jobs(contents, input_root, output_dir, style_names, style_pairing, seed, grid)
+    for job in jobs:
+        job.todo = [k for k, out in enumerate(job.outputs) if overwrite or not out.exists()]
+        job.write_grid = job.grid is not None and (overwrite or bool(job.todo) or not job.grid.exists())
+        summary["skipped_existing"] += len(job.outputs) - len(job.todo)
+
+    pending = [job for job in jobs if job.todo or job.write_grid]
+    with tqdm(total=sum(len(job.todo) for job in pending), desc="translating", unit="img",
+              disable=not progress, dynamic_ncols=True) as bar, logging_redirect_tqdm():
+        for start in range(0, len(pending), batch_size):
+            _run_chunk(translator, pending[start:start + batch_size], codes, style_images, batch_size, resize,
+                       summary, bar)
+
+    if summary["translated"] == 0 and summary["skipped_existing"] == 0:
+        raise ValueError(f"nothing translated: none of the {len(contents)} input image(s) under {input_path} "
+                         "could be read (see the warnings above); replace or delete the broken files")
+    return summary
+
+
+def describe_summary(summary: dict) -> str:
+    """One line for the end of a run: what was written, what was skipped and why."""
+    out, done, kept = summary["output_dir"], summary["translated"], summary["skipped_existing"]
+    if done == 0:
+        text = f"nothing new: all {kept} output(s) already exist in {out} (use --overwrite to redo them)"
+    else:
+        text = f"translated {done} image(s) into {out}"
+        if kept:
+            text += f"; skipped {kept} that already existed (use --overwrite to redo them)"
+    if summary["grids"]:
+        text += f"; wrote {len(summary['grids'])} overview grid(s)"
+    if summary["unreadable"]:
+        text += f"; skipped {summary['unreadable']} unreadable file(s): " + ", ".join(
+            str(p) for p in summary["unreadable_files"][:5]) + (" ..." if summary["unreadable"] > 5 else "")
+    return text
+
+
+@torch.no_grad()
+def translate_pairs(translator: Translator, content: torch.Tensor, codes: torch.Tensor,
+                    pairs: Sequence[tuple[int, int]], batch_size: int = 8) -> Iterator[torch.Tensor]:
+    """G(Ec(x_i), s_j) for each (i, j) in ``pairs``, yielded in batches of up to ``batch_size``.
+
+    ``content``: (N, 3, S, S) at the model's size; ``codes``: (M, style_dim). Ec runs once per content
+    image, however many styles it is paired with.
+    """
+    features = translator.content_encoder(content.to(translator.device), all_features=True)  # deepest first
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        ci = torch.tensor([i for i, _ in batch], device=translator.device)
+        si = torch.tensor([j for _, j in batch], device=codes.device)
+        yield translator.generator([f[ci] for f in features], codes[si].to(translator.device))[0]
+
+
+# ----------------------------------------------------------------------------- planning
+def _check_options(style, style_pairing: str, num_styles: int, batch_size: int, resize: str) -> None:
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"unknown resize policy {resize!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+    if style_pairing not in STYLE_PAIRINGS:
+        raise ValueError(f"unknown style pairing {style_pairing!r}; choose one of {', '.join(STYLE_PAIRINGS)}")
+    if style is None and style_pairing != "all":
+        raise ValueError("style pairing 'random' picks among style images; give them (--style)")
+    if num_styles < 1:
+        raise ValueError(f"the number of styles must be at least 1, got {num_styles}")
+    if batch_size < 1:
+        raise ValueError(f"the batch size must be at least 1, got {batch_size}")
+
+
+def _list_inputs(path: Path, what: str) -> tuple[list[Path], Path]:
+    """(image files, the root their output sub-folders are relative to) for an image or a folder."""
+    if path.is_dir():
+        return scan_images(path), path
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path} (give an image file or a folder of images)")
+    return [path], path.parent
+
+
+def _outside(paths: list[Path], output_dir: Path) -> list[Path]:
+    """Leave out earlier results when the output folder sits inside the input folder."""
+    out = output_dir.resolve()
+    kept = [p for p in paths if out not in p.resolve().parents]
+    if len(kept) < len(paths):
+        log.info("ignoring %d image(s) inside the output folder %s", len(paths) - len(kept), output_dir)
+    if not kept:
+        raise ValueError(f"no input images outside the output folder {output_dir}")
+    return kept
+
+
+def _pair_styles(num_styles: int, pairing: str, seed: int, content_key: str) -> list[int]:
+    if pairing == "all":
+        return list(range(num_styles))
+    # Seeded by the content path, not its position: adding images to the folder keeps earlier choices.
+    return [random.Random(f"{seed}/{content_key}").randrange(num_styles)]
+
+
+def _plan_jobs(contents: list[Path], input_root: Path, output_dir: Path, style_names: list[str], pairing: str,
+               seed: int, grid: bool) -> list[_ContentJob]:
+    jobs = []
+    for path in contents:
+        rel = path.relative_to(input_root)
+        out_folder = output_dir / rel.parent  # mirrors the input's sub-folders
+        indices = _pair_styles(len(style_names), pairing, seed, rel.as_posix())
+        jobs.append(_ContentJob(path, indices, [out_folder / f"{path.stem}__{style_names[j]}.png" for j in indices],
+                                out_folder / f"{path.stem}__grid.png" if grid else None))
+    _check_unique_outputs(jobs)
+    return jobs
+
+
+def _check_unique_outputs(jobs: list[_ContentJob]) -> None:
+    """Two inputs mapping to one output name (a.jpg and a.png, or a style named 'grid') would overwrite each other."""
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        for out in job.outputs + ([job.grid] if job.grid else []):
+            if out in seen:
+                raise ValueError(f"{seen[out]} and {job.path} would both write {out}; rename one of the "
+                                 "images (outputs are named by file stem)")
+            seen[out] = job.path
+
+
+# ----------------------------------------------------------------------------- images
+def _load_for_model(path: Path, size: int, resize: str) -> Image.Image | None:
+    """The model input for ``path``, or None (with a warning) when the file cannot be decoded."""
+    try:
+        return resize_for_model(load_rgb(path), size, resize)
+    except UnreadableImageError as err:
+        log.warning("skipping: %s", err)
+        return None
+
+
+def _load_many(paths: Sequence[Path], size: int, resize: str) -> list[Image.Image | None]:
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        return list(pool.map(lambda p: _load_for_model(p, size, resize), paths))
+
+
+def _count_unreadable(summary: dict, path: Path) -> None:
+    summary["unreadable"] += 1
+    summary["unreadable_files"].append(path)
+
+
+def _load_styles(paths: list[Path], size: int, resize: str, summary: dict) -> tuple[list[Path], list[Image.Image]]:
+    images = _load_many(paths, size, resize)
+    for path, img in zip(paths, images):
+        if img is None:
+            _count_unreadable(summary, path)
+    kept = [(p, img) for p, img in zip(paths, images) if img is not None]
+    if not kept:
+        raise ValueError(f"none of the {len(paths)} style image(s) could be read (see the warnings above)")
+    return [p for p, _ in kept], [img for _, img in kept]
+
+
+def _style_codes(translator: Translator, images: list[Image.Image], batch_size: int) -> torch.Tensor:
+    """Es(y) once per style image: (M, style_dim)."""
+    return torch.cat([translator.style_codes(torch.stack([to_tensor(img) for img in images[i:i + batch_size]]))
+                      for i in range(0, len(images), batch_size)])
+
+
+def _write_png(image: Image.Image, path: Path) -> None:
+    """Write to a hidden temporary name in the same folder, then rename: readers never see half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _grid_image(content: torch.Tensor, styles: list[torch.Tensor] | None, results: list[torch.Tensor]) -> Image.Image:
+    """Rows of [input, result...]; exemplar-guided adds a row [blank, style...] above each."""
+    blank = torch.ones_like(content)  # white
+    columns = min(GRID_COLUMNS, len(results))
+    tiles = []
+    for start in range(0, len(results), columns):
+        padding = [blank] * (columns - len(results[start:start + columns]))
+        if styles is not None:
+            tiles += [blank] + styles[start:start + columns] + padding
+        tiles += [content] + results[start:start + columns] + padding
+    grid = torchvision.utils.make_grid(torch.stack(tiles), nrow=columns + 1, padding=2, pad_value=1.0)
+    return to_pil(grid)
+
+
+# ----------------------------------------------------------------------------- the work
+def _run_chunk(translator: Translator, jobs: list[_ContentJob], codes: torch.Tensor,
+               style_images: list[Image.Image] | None, batch_size: int, resize: str, summary: dict, bar: tqdm) -> None:
+    """Translate the missing outputs of up to ``batch_size`` content images and write their grids."""
+    loaded = []
+    for job, img in zip(jobs, _load_many([job.path for job in jobs], translator.image_size, resize)):
+        if img is None:
+            _count_unreadable(summary, job.path)
+            bar.update(len(job.todo))
+        else:
+            loaded.append((job, img))
+    if not loaded:
+        return
+    content = torch.stack([to_tensor(img) for _, img in loaded])  # (N, 3, S, S)
+    pairs = [(i, job.style_indices[k]) for i, (job, _) in enumerate(loaded) for k in job.todo]
+    outputs = [job.outputs[k] for job, _ in loaded for k in job.todo]
+    written = iter(outputs)
+    for y_hat in translate_pairs(translator, content, codes, pairs, batch_size):
+        for image in y_hat:
+            path = next(written)
+            _write_png(to_pil(image), path)
+            summary["written"].append(path)
+        summary["translated"] += len(y_hat)
+        bar.update(len(y_hat))
+
+    for i, (job, _) in enumerate(loaded):
+        if job.write_grid:
+            _write_grid(job, content[i], style_images, summary)
+
+
+def _write_grid(job: _ContentJob, content: torch.Tensor, style_images: list[Image.Image] | None, summary: dict) -> None:
+    # Results come back from disk: this also covers outputs kept from an earlier run, and keeps memory flat.
+    try:
+        results = [to_tensor(load_rgb(path)) for path in job.outputs]
+    except UnreadableImageError as err:
+        log.warning("no grid for %s: %s", job.path, err)
+        return
+    styles = [to_tensor(style_images[j]) for j in job.style_indices] if style_images is not None else None
+    _write_png(_grid_image(content, styles, results), job.grid)
+    summary["grids"].append(job.grid)

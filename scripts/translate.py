@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Translate an image or a folder of images with a trained GP-UNIT translator.
+
+    # exemplar-guided: every content image with every style image (or one random style each)
+    python scripts/translate.py --checkpoint runs/cat2dog/translator.pt --input cats/ --style dogs/ --output out/
+    # latent-guided: 4 styles from the style sampler
+    python scripts/translate.py --checkpoint runs/cat2dog/translator.pt --input cats/ --num-styles 4 --output out/
+    # the authors' published files
+    python scripts/translate.py --checkpoint cat2dog.pt --content-encoder content_encoder.pt --input cats/ ...
+
+Outputs: <content stem>__<style stem>.png or <content stem>__s<k>.png in sub-folders mirroring the
+input, plus <content stem>__grid.png overviews. Existing outputs are kept unless --overwrite.
+"""
+import argparse
+
+from gpunit.cli import run_main
+from gpunit.data.images import RESIZE_POLICIES
+from gpunit.train.common import resolve_device
+from gpunit.translate import load_translator
+from gpunit.translate_folder import STYLE_PAIRINGS, describe_summary, translate_folder
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="translator.pt, or a published Stage II file")
+    parser.add_argument("--content-encoder", help="the published content_encoder.pt (with a published --checkpoint)")
+    parser.add_argument("--input", required=True, help="an image or a folder (searched recursively)")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--style", help="style image or folder (exemplar-guided); without it styles are sampled")
+    parser.add_argument("--style-pairing", choices=STYLE_PAIRINGS, default="all",
+                        help="all: each content image with each style; random: one style per content image")
+    parser.add_argument("--num-styles", type=int, help="sampled styles per content image (latent-guided; default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled styles and the random pairing")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu", "cuda", "cuda:N"')
+    parser.add_argument("--resize", choices=RESIZE_POLICIES, default="shortside_crop",
+                        help="shortside_crop: resize the short side and centre-crop; stretch; pad (black borders)")
+    parser.add_argument("--no-grid", action="store_true", help="no overview grid per content image")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    args = parser.parse_args()
+    if args.style is not None and args.num_styles is not None:
+        parser.error("--num-styles is for latent-guided translation; with --style every style image is used")
+    if args.style is None and args.style_pairing != "all":
+        parser.error("--style-pairing needs style images (--style)")
+
+    translator = load_translator(args.checkpoint, args.content_encoder, device=resolve_device(args.device))
+    summary = translate_folder(translator, args.input, args.output, style=args.style,
+                               style_pairing=args.style_pairing, num_styles=args.num_styles or 1, seed=args.seed,
+                               batch_size=args.batch_size, resize=args.resize, grid=not args.no_grid,
+                               overwrite=args.overwrite, progress=not args.no_progress)
+    print(describe_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
