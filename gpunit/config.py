@@ -74,6 +74,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: int = 0
     device: str = "auto"           # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"
+    precision: str = "fp32"        # "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    channels_last: bool = False    # NHWC memory format (faster convolutions on recent GPUs)
+    compile: bool = False          # torch.compile the networks (slow start, faster steps)
 
 
 @dataclass
@@ -148,6 +151,7 @@ class Stage2TrainConfig(TrainConfig):
     weight_decay: float = 1e-4
     ema_decay: float = 0.999
     image_every: int = 1000
+    reuse_translation_for_d: bool = False  # D step reuses the G step's y_hat (faster; the paper re-translates)
 
 
 @dataclass

@@ -24,9 +24,14 @@ def adv_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
 
 
-def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
-    """Zero-centred gradient penalty on real images: 0.5 * E ||grad_y D(y)||^2 (Mescheder et al., 2018)."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor, loss_scale: float = 1.0) -> torch.Tensor:
+    """Zero-centred gradient penalty on real images: 0.5 * E ||grad_y D(y)||^2 (Mescheder et al., 2018).
+
+    ``loss_scale`` (fp16 training) scales the logits before differentiating so that small
+    gradients do not underflow, and is divided out again in fp32.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum() * loss_scale, real_images, create_graph=True)
+    grad = grad.float() / loss_scale
     return 0.5 * grad.pow(2).flatten(1).sum(1).mean()
 
 

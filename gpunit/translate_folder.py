@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -97,8 +97,9 @@ def translate_folder(translator: Translator, input_path: str | os.PathLike, outp
         summary["skipped_existing"] += len(job.outputs) - len(job.todo)
 
     pending = [job for job in jobs if job.todo or job.write_grid]
-    with tqdm(total=sum(len(job.todo) for job in pending), desc="translating", unit="img",
-              disable=not progress, dynamic_ncols=True) as bar, logging_redirect_tqdm():
+    total = sum(len(job.todo) for job in pending)
+    with tqdm(total=total, desc="translating", unit="img", disable=not progress or total == 0,
+              dynamic_ncols=True) as bar, logging_redirect_tqdm():
         for start in range(0, len(pending), batch_size):
             _run_chunk(translator, pending[start:start + batch_size], codes, style_images, batch_size, resize,
                        summary, bar)
@@ -247,14 +248,14 @@ def _style_codes(translator: Translator, images: list[Image.Image], batch_size: 
 def _write_png(image: Image.Image, path: Path) -> None:
     """Write to a hidden temporary name in the same folder, then rename: readers never see half a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
+    # Not mkstemp: its files are private (0600); open() keeps the user's umask, as a plain save would.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             image.save(f, format="PNG")
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def _grid_image(content: torch.Tensor, styles: list[torch.Tensor] | None, results: list[torch.Tensor]) -> Image.Image:

@@ -12,7 +12,8 @@ from gpunit.metrics import domain_classifier as dc
 from gpunit.metrics.fid import (INCEPTION_WEIGHTS_FILE, InceptionFeatures, build_fid_inception, fid_from_features,
                                 frechet_distance, per_class_scores)
 from gpunit.metrics.kid import kernel_inception_distance
-from gpunit.metrics.lpips_diversity import ALEXNET_WEIGHTS_FILE, LPIPSDiversity, alexnet_features_to_lpips
+from gpunit.metrics.lpips_diversity import (ALEXNET_WEIGHTS_FILE, LPIPSDiversity, alexnet_features_to_lpips,
+                                            build_lpips_alex)
 from gpunit.pretrained import MissingWeightsError
 
 
@@ -131,6 +132,8 @@ def test_inception_features_from_a_weights_file(tmp_path):
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
     batched = extractor.features_of(list(images), batch_size=1)  # an iterable of single images
     assert batched.shape == (2, 2048) and np.allclose(batched, features.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="in \\[-1, 1\\]"):
+        extractor(images * 255)
 
 
 def test_inception_missing_or_wrong_weights_file(tmp_path):
@@ -152,9 +155,7 @@ def alexnet_state():
 
 
 def test_alexnet_keys_map_onto_lpips_slices(alexnet_state):
-    import lpips
-
-    model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
+    model = build_lpips_alex()
     renamed = alexnet_features_to_lpips(alexnet_state, model.net)
     assert set(renamed) == set(model.net.state_dict())
     assert torch.equal(renamed["slice1.0.weight"], alexnet_state["features.0.weight"])
@@ -164,7 +165,7 @@ def test_alexnet_keys_map_onto_lpips_slices(alexnet_state):
 def test_lpips_diversity_is_zero_for_identical_outputs_and_positive_otherwise(tmp_path, alexnet_state):
     torch.save(alexnet_state, tmp_path / ALEXNET_WEIGHTS_FILE)
     diversity = LPIPSDiversity(alexnet_weights=tmp_path)
-    assert torch.equal(diversity.model.net.slice2[3].weight, alexnet_state["features.3.weight"])
+    assert torch.equal(diversity.model.net.state_dict()["slice2.3.weight"], alexnet_state["features.3.weight"])
 
     torch.manual_seed(1)
     same = torch.rand(1, 3, 64, 64).mul(2).sub(1).expand(3, -1, -1, -1)  # K = 3 identical outputs
@@ -176,6 +177,8 @@ def test_lpips_diversity_is_zero_for_identical_outputs_and_positive_otherwise(tm
     assert diversity(torch.stack([same, different])) == pytest.approx(score_different / 2, rel=1e-5)
     with pytest.raises(ValueError, match="K >= 2"):
         diversity(different[None, :1])
+    with pytest.raises(ValueError, match="in \\[-1, 1\\]"):
+        diversity(different[None] * 255)
 
 
 def test_lpips_missing_or_wrong_alexnet_file(tmp_path):
@@ -210,7 +213,7 @@ def domains(tmp_path):
 
 
 def as_tensor(images):
-    return torch.stack([torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
+    return torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
 
 
 def count_training(monkeypatch):
@@ -222,7 +225,7 @@ def count_training(monkeypatch):
 
 def test_domain_classifier_learns_domains_and_caches(domains, monkeypatch):
     calls = count_training(monkeypatch)
-    classifier = dc.load_or_train_domain_classifier(domains, epochs=30, image_size=16)
+    classifier = dc.load_or_train_domain_classifier(domains, epochs=20, image_size=16)
     assert classifier.domain_names == ["blue", "green", "red"] and len(calls) == 1
     assert classifier.test_accuracy > 0.9
     new_reds = as_tensor(solid_images(np.random.default_rng(9), COLOURS["red"], 10))
@@ -230,14 +233,18 @@ def test_domain_classifier_learns_domains_and_caches(domains, monkeypatch):
     assert dc.domain_accuracy(classifier, new_reds, "blue") < 0.1
     assert (domains / "classifier.pt").is_file()
 
-    again = dc.load_or_train_domain_classifier(domains, epochs=30, image_size=16)
+    again = dc.load_or_train_domain_classifier(domains, epochs=20, image_size=16)
     assert len(calls) == 1  # loaded from the cache
     assert again.predict(new_reds) == classifier.predict(new_reds)
     assert again.test_accuracy == classifier.test_accuracy
 
     solid_images(np.random.default_rng(1), (255, 255, 0), 1)[0].save(domains / "red" / "train" / "000.png")
-    dc.load_or_train_domain_classifier(domains, epochs=30, image_size=16)
+    dc.load_or_train_domain_classifier(domains, epochs=20, image_size=16)
     assert len(calls) == 2  # a changed training file retrains
+
+    (domains / "classifier.pt").write_bytes(b"garbage")
+    dc.load_or_train_domain_classifier(domains, epochs=20, image_size=16)
+    assert len(calls) == 3  # an unreadable cache retrains
 
 
 def test_domain_classifier_bad_input(domains, tmp_path, caplog):
@@ -253,6 +260,6 @@ def test_domain_classifier_bad_input(domains, tmp_path, caplog):
     assert "domain 'empty' has no images" in caplog.text
     classifier = dc.load_or_train_domain_classifier(domains, domain_names=["red", "blue"], epochs=1, image_size=16,
                                                     cache_path=tmp_path / "c.pt")
-    assert "skipping unreadable image" in caplog.text and "broken.png" in caplog.text
+    assert "cannot read image" in caplog.text and "broken.png" in caplog.text
     with pytest.raises(ValueError, match="unknown domain 'green'"):
         dc.domain_accuracy(classifier, torch.zeros(1, 3, 16, 16), "green")

@@ -296,11 +296,32 @@ class InfiniteSampler(Sampler[int]):
             epoch, offset = epoch + 1, 0
 
 
+class RankSlice(Sampler[int]):
+    """One process's share of every global batch of ``sampler``'s stream (distributed training):
+    process r of n takes ids ``[r*B/n, (r+1)*B/n)`` of each global batch of B."""
+
+    def __init__(self, sampler: Sampler[int], global_batch: int, rank: int, world: int):
+        self.sampler, self.global_batch, self.rank, self.world = sampler, global_batch, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        local = self.global_batch // self.world
+        stream = iter(self.sampler)
+        while True:
+            batch = [next(stream) for _ in range(self.global_batch)]
+            yield from batch[self.rank * local:(self.rank + 1) * local]
+
+
 def make_loader(dataset: Dataset, batch_size: int, seed: int, start: int = 0, num_workers: int = 0,
-                device_type: str = "cpu") -> DataLoader:
-    """An endless loader over ``dataset`` starting after ``start`` consumed samples (batches * batch_size)."""
+                device_type: str = "cpu", rank: int = 0, world: int = 1) -> DataLoader:
+    """An endless loader over ``dataset`` starting after ``start`` consumed samples (batches * batch_size).
+
+    ``batch_size`` is the global batch; with ``world`` > 1 processes each loads its slice of it.
+    """
+    sampler: Sampler[int] = InfiniteSampler(len(dataset), seed, start)
+    if world > 1:
+        sampler = RankSlice(sampler, batch_size, rank, world)
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=InfiniteSampler(len(dataset), seed, start),
+        dataset, batch_size=batch_size // world, sampler=sampler,
         num_workers=num_workers, pin_memory=device_type == "cuda", persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed),  # worker base seeds without touching the global RNG
     )

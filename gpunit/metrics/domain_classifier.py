@@ -35,7 +35,7 @@ CACHE_VERSION = 1  # bump when the network or training changes, so old caches re
 class DomainClassifier(nn.Module):
     """Four stride-2 conv layers, global pooling and a linear layer over ``domain_names``."""
 
-    def __init__(self, domain_names: list[str], image_size: int = 64, width: int = 32):
+    def __init__(self, domain_names: list[str], image_size: int = 64, width: int = 16):
         super().__init__()
         self.domain_names = list(domain_names)
         self.image_size = image_size
@@ -73,8 +73,10 @@ def domain_accuracy(classifier: DomainClassifier, images: torch.Tensor, target_n
     """Share of ``images`` (in [-1, 1]) the classifier recognises as domain ``target_name``."""
     if target_name not in classifier.domain_names:
         raise ValueError(f"unknown domain '{target_name}'; the classifier knows {classifier.domain_names}")
+    if len(images) == 0:
+        raise ValueError("no images given to measure domain accuracy on")
     predictions = classifier.predict(images)
-    return sum(p == target_name for p in predictions) / max(len(predictions), 1)
+    return sum(p == target_name for p in predictions) / len(predictions)
 
 
 # ----------------------------------------------------------------------------- data
@@ -130,7 +132,7 @@ def _fingerprint(files: dict[str, list[Path]], domains_root: Path, settings: dic
 
 
 def train_domain_classifier(images: torch.Tensor, labels: torch.Tensor, domain_names: list[str],
-                            epochs: int = 15, batch_size: int = 64, lr: float = 2e-3,
+                            epochs: int = 6, batch_size: int = 64, lr: float = 2e-3,
                             device: str | torch.device = "cpu", seed: int = 0) -> DomainClassifier:
     """Train on uint8 (N, 3, S, S) images with integer labels; horizontal flips as augmentation."""
     with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's random state
@@ -186,7 +188,7 @@ def _load_cache(cache_path: Path, fingerprint: str, device) -> DomainClassifier 
 
 
 def load_or_train_domain_classifier(domains_root: str | os.PathLike, cache_path: str | os.PathLike | None = None,
-                                    device: str | torch.device = "cpu", epochs: int = 15, image_size: int = 64,
+                                    device: str | torch.device = "cpu", epochs: int = 6, image_size: int = 64,
                                     domain_names: list[str] | None = None, seed: int = 0) -> DomainClassifier:
     """The classifier for ``<domains_root>/<name>/train`` (all domains, or ``domain_names``).
 

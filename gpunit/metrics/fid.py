@@ -75,6 +75,8 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        if images.numel() and images.abs().max() > 2:  # slight overshoot from a generator is fine
+            raise ValueError("expected images in [-1, 1] (got values beyond +-2; 0..255 images?)")
         # pytorch-fid expects [0, 1] (what ToTensor gives for saved images); clamp like saving does.
         x = ((images.to(self.device, torch.float32) + 1) / 2).clamp(0, 1)
         return self.inception(x)[0].flatten(1)  # (N, 2048)

@@ -36,6 +36,13 @@ def alexnet_features_to_lpips(state_dict: dict, lpips_net: torch.nn.Module) -> d
     return renamed
 
 
+def build_lpips_alex() -> lpips.LPIPS:
+    """LPIPS (AlexNet) with its packaged linear layers and a random backbone (pnet_rand: no download)."""
+    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
+        warnings.simplefilter("ignore", UserWarning)
+        return lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+
+
 class LPIPSDiversity:
     """Mean pairwise LPIPS (AlexNet) among the K outputs of each input, averaged over inputs."""
 
@@ -43,10 +50,7 @@ class LPIPSDiversity:
                  pairs_per_batch: int = 64):
         path = find_weights(ALEXNET_WEIGHTS_FILE, AlexNet_Weights.IMAGENET1K_V1.url, path=alexnet_weights,
                             what="AlexNet (LPIPS diversity)", option="--lpips-weights")
-        with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
-            warnings.simplefilter("ignore", UserWarning)
-            # pnet_rand: build a random backbone instead of downloading it; we load it below.
-            self.model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+        self.model = build_lpips_alex()
         backbone = alexnet_features_to_lpips(load_state_dict(path), self.model.net)
         missing = sorted(set(self.model.net.state_dict()) - set(backbone))
         if missing:
@@ -63,6 +67,8 @@ class LPIPSDiversity:
         """groups: (N, K, 3, H, W) in [-1, 1], K >= 2 outputs per input -> mean pairwise LPIPS."""
         if groups.ndim != 5 or groups.shape[2] != 3 or groups.shape[1] < 2:
             raise ValueError(f"expected (N, K >= 2, 3, H, W) translation groups, got {tuple(groups.shape)}")
+        if groups.abs().max() > 2:  # slight overshoot from a generator is fine
+            raise ValueError("expected images in [-1, 1] (got values beyond +-2; 0..255 images?)")
         pairs = torch.combinations(torch.arange(groups.shape[1]), r=2)  # all (i, j), i < j
         per_input = []
         for group in groups:  # one input at a time keeps memory at K images

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from gpunit.train import distributed
 from gpunit.checkpoints import CheckpointError  # one error type for every unusable checkpoint file
 
 log = logging.getLogger(__name__)
@@ -378,12 +379,15 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
         if value < 1:
             raise ValueError(f"{name} must be a positive number of steps, got {value}")
     run_dir = Path(run_dir)
+    main = distributed.is_main()  # in a torchrun job only rank 0 logs, samples and saves
     checkpoints = CheckpointManager(run_dir, keep_checkpoints)
     start = _resume(trainer, checkpoints, resume) if resume is not None else 0
     own_logger = logger is None
-    logger = RunLogger(run_dir, purge_step=start + 1 if start else None) if own_logger else logger
+    logger = RunLogger(run_dir, enabled=main, purge_step=start + 1 if start else None) if own_logger else logger
 
-    def save(step: int) -> Path:
+    def save(step: int) -> Path | None:
+        if not main:
+            return None
         with preserved_rng_state():
             trainer.on_checkpoint(step)
         state = {"step": step, "trainer": trainer.state_dict(), "rng": capture_rng_state(),
@@ -392,14 +396,14 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
 
     step = start
     meter = _IntervalMeter()
-    bar = tqdm(total=total_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=start, disable=not (progress and main), unit="step", dynamic_ncols=True)
     try:
         with StopSignal() as stop, logging_redirect_tqdm():  # log lines print above the bar
             for step in range(start + 1, total_steps + 1):
                 losses = trainer.train_step(step)
                 meter.add(losses)
                 bar.update(1)
-                stopping = stop.requested
+                stopping = distributed.any_process(stop.requested)  # every process stops at the same step
                 checkpoint_due = step % checkpoint_every == 0 or step == total_steps or stopping
                 if step % nan_check_every == 0 or checkpoint_due:
                     check_finite(losses, step)
@@ -408,7 +412,7 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
                     logger.scalars(step, scalars)
                     bar.set_postfix({tag.removeprefix("loss/"): f"{value:.3g}" for tag, value in scalars.items()
                                      if tag.startswith("loss/")}, refresh=True)
-                if step % image_every == 0 or step == 1:
+                if main and (step % image_every == 0 or step == 1):
                     with preserved_rng_state():
                         grids = trainer.sample_images(step)
                     for tag, grid in grids.items():
@@ -416,7 +420,8 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
                     meter.restart_clock()  # time/step measures training only
                 if checkpoint_due:
                     path = save(step)
-                    log.info("saved checkpoint %s", path)
+                    if path is not None:
+                        log.info("saved checkpoint %s", path)
                     meter.restart_clock()
                 if stopping:
                     log.warning("stopped by signal after step %d; checkpoint %s. To continue, rerun the same "
@@ -471,3 +476,24 @@ def _resume(trainer: Trainer, checkpoints: CheckpointManager, resume: str) -> in
     restore_rng_state(state["rng"])  # last, in case loading the trainer consumed random numbers
     log.info("resumed from %s at step %d", path, state["step"])
     return int(state["step"])
+
+
+def start_run(out_dir, name: str, config_dict: dict, seed: int, device_spec: str, resume: bool):
+    """Device, seeds and run folder for a stage script, in one or many (torchrun) processes.
+
+    Every process seeds alike before the networks are built (identical initial weights); in a
+    distributed run each then gets its own seed for the noise it draws. Returns (device, run_dir).
+    """
+    device = distributed.init_from_env(device_spec) or resolve_device(device_spec)
+    seed_everything(seed)
+    run_dir = Path(out_dir) / name
+    if distributed.is_main():
+        run_dir = prepare_run_dir(out_dir, name, config_dict, resume=resume)
+    distributed.barrier()
+    return device, run_dir
+
+
+def per_process_seed(seed: int) -> None:
+    """After the networks are built: a different random stream per process of a distributed run."""
+    if distributed.world_size() > 1:
+        seed_everything(seed + 1000 * distributed.rank())

@@ -21,7 +21,8 @@ from gpunit import losses
 from gpunit.checkpoints import export_published_content_encoder, export_published_stage1, save_content_encoder
 from gpunit.config import Stage1Config, config_to_dict
 from gpunit.metrics.prior import pair_feature_ratio
-from gpunit.train.common import prepare_run_dir, resolve_device, seed_everything, train_loop, RunLogger
+from gpunit.train import distributed, speed
+from gpunit.train.common import RunLogger, per_process_seed, start_run, train_loop
 from gpunit.data.datasets import PriorImageDataset, domain_labels, make_loader
 from gpunit.models import PriorAutoEncoder
 from gpunit.nn import init_weights
@@ -48,13 +49,18 @@ class Stage1Trainer:
         self.model = PriorAutoEncoder(m.image_size, m.content_size, m.base_channels, m.max_channels,
                                       num_domains, m.label_dim, m.content_noise).to(device)
         init_weights(self.model)
-        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=t.lr, betas=tuple(t.betas),
-                                    weight_decay=t.weight_decay)
+        speed.prepare_module(self.model, t.channels_last)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = speed.adam(self.params, t.lr, t.betas, t.weight_decay, device)
+        self.autocast = speed.autocast(device, t.precision)
+        self.scaler = speed.grad_scaler(device, t.precision)
+        speed.maybe_compile(self.model, t.compile)
         self.vgg = perceptual_net if perceptual_net is not None else \
             losses.build_perceptual(cfg.loss.perceptual, cfg.loss.vgg_weights)
         if self.vgg is not None:
             self.vgg.to(device)
-        self.batch = t.batch_size
+        self.batch = t.batch_size  # the global batch; each process of a torchrun job loads its share
+        distributed.local_batch(self.batch)
         self.images_per_step = self.batch * (3 if self.unpaired else 2)
         self.consumed = {"paired": 0, "unpaired": 0}
         self._open_loaders()
@@ -63,7 +69,7 @@ class Stage1Trainer:
     # ------------------------------------------------------------------ data
     def _open_loaders(self):
         kw = dict(batch_size=self.batch, seed=self.cfg.train.seed, num_workers=self.cfg.data.num_workers,
-                  device_type=self.device.type)
+                  device_type=self.device.type, rank=distributed.rank(), world=distributed.world_size())
         self.loaders = {"paired": iter(make_loader(self.paired, start=self.consumed["paired"], **kw))}
         if self.unpaired:
             self.loaders["unpaired"] = iter(make_loader(self.unpaired, start=self.consumed["unpaired"], **kw))
@@ -71,7 +77,10 @@ class Stage1Trainer:
     def _next(self, name: str) -> dict:
         batch = next(self.loaders[name])
         self.consumed[name] += self.batch
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.cfg.train.channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
+        return batch
 
     def shape_target(self, mask: torch.Tensor) -> torch.Tensor:
         """The instance mask at Fs's resolution (2x the content size), 3 channels as published."""
@@ -80,8 +89,9 @@ class Stage1Trainer:
 
     # ------------------------------------------------------------------ one iteration
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        lam, B = self.cfg.loss, self.batch
+        lam = self.cfg.loss
         p = self._next("paired")
+        B = len(p["x"])  # this process's batch
         parts = [(p["x"], p["l_x"], p["m_x"]), (p["y"], p["l_y"], p["m_y"])]
         if self.unpaired:
             u = self._next("unpaired")
@@ -93,32 +103,35 @@ class Stage1Trainer:
         px, py = slice(pair.start, pair.start + B), slice(pair.start + B, pair.stop)
 
         ae = self.model
-        content = ae.contentE(x)
-        noisy = ae.add_noise(content)
         flip = bool(torch.rand(()) < lam.style_flip_prob)  # one coin per batch, as published
-        style = ae.styleE(x.flip(-1) if flip else x)
-        recon, shape = ae.decode(noisy, style, labels)
-        # Swap the pairs' content features: the shape of x predicted from Ec(y), and vice versa.
-        swapped = torch.cat([noisy[py], noisy[px]])
-        shape_swapped = ae.predict_shape(swapped, labels[pair])
-
-        terms = {
-            "loss/arec/l2": F.mse_loss(recon, x),                                      # L_arec
-            "loss/arec/perceptual": losses.perceptual(self.vgg, recon, x),
-            "loss/srec": F.l1_loss(shape, shapes),                                      # L_srec (Eq. 2)
-            "loss/dis/content": F.l1_loss(content[px], content[py].detach()),          # L_dis
-            "loss/dis/shape": F.l1_loss(shape_swapped, shapes[pair]),
-            "loss/reg/cls": F.cross_entropy(ae.classify(content), labels),             # L_reg
-            "loss/reg/norm": torch.norm(content, p=2),
-        }
+        with self.autocast():
+            content = ae.contentE(x)
+            noisy = ae.add_noise(content)
+            style = ae.styleE(x.flip(-1) if flip else x)
+            recon, shape = ae.decode(noisy, style, labels)
+            # Swap the pairs' content features: the shape of x predicted from Ec(y), and vice versa.
+            swapped = torch.cat([noisy[py], noisy[px]])
+            shape_swapped = ae.predict_shape(swapped, labels[pair])
+            recon, shape, shape_swapped, content = recon.float(), shape.float(), shape_swapped.float(), content.float()
+            terms = {
+                "loss/arec/l2": F.mse_loss(recon, x),                                      # L_arec
+                "loss/arec/perceptual": losses.perceptual(self.vgg, recon, x),
+                "loss/srec": F.l1_loss(shape, shapes),                                      # L_srec (Eq. 2)
+                "loss/dis/content": F.l1_loss(content[px], content[py].detach()),          # L_dis
+                "loss/dis/shape": F.l1_loss(shape_swapped, shapes[pair]),
+                "loss/reg/cls": F.cross_entropy(ae.classify(content).float(), labels),     # L_reg
+                "loss/reg/norm": torch.norm(content, p=2),
+            }
         weights = {"loss/arec/l2": lam.lambda_arec, "loss/arec/perceptual": lam.lambda_arec,
                    "loss/srec": lam.lambda_srec, "loss/dis/content": lam.lambda_fdist,
                    "loss/dis/shape": lam.lambda_sdist, "loss/reg/cls": lam.lambda_cls,
                    "loss/reg/norm": lam.lambda_reg}
         total = sum(weights[k] * v for k, v in terms.items())
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt.step()
+        self.scaler.scale(total).backward()
+        distributed.average_gradients(self.params)
+        self.scaler.step(self.opt)
+        self.scaler.update()
         return {**{k: v.detach() for k, v in terms.items()}, "loss/total": total.detach()}
 
     # ------------------------------------------------------------------ monitoring
@@ -172,15 +185,15 @@ def run_stage1(cfg: Stage1Config, resume: str | None = None, progress: bool = Tr
 
     Returns the exported files and the held-out pair ratio; an interrupted run returns {} (resume it).
     """
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    run_dir = prepare_run_dir(cfg.out_dir, cfg.name, config_to_dict(cfg), resume=resume is not None)
+    device, run_dir = start_run(cfg.out_dir, cfg.name, config_to_dict(cfg), cfg.train.seed, cfg.train.device,
+                                resume=resume is not None)
     trainer = Stage1Trainer(cfg, device)
+    per_process_seed(cfg.train.seed)
     t = cfg.train
     step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
                       image_every=t.image_every, checkpoint_every=t.checkpoint_every,
                       keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress)
-    if step < t.iterations:
+    if step < t.iterations or not distributed.is_main():
         return {}
     outputs: dict = trainer.export(run_dir)
     if cfg.data.test_root and Path(cfg.data.test_root).is_dir():

@@ -27,7 +27,9 @@ from gpunit.config import Stage2Config, config_to_dict
 from gpunit.data.datasets import ImageFolderDataset, UnpairedDataset, make_loader
 from gpunit.models import ContentEncoder, Discriminator, Generator, StyleSampler
 from gpunit.nn import init_weights
-from gpunit.train.common import ema_update, prepare_run_dir, resolve_device, seed_everything, train_loop
+from gpunit.train import distributed, speed
+from gpunit.train.common import ema_update, per_process_seed, start_run, train_loop
+from gpunit.train.distributed import average_gradients
 from gpunit.train.sampler_fit import collect_style_codes, fit_sampler, oversample_rare_styles
 
 log = logging.getLogger("gpunit.stage2")
@@ -72,12 +74,18 @@ class Stage2Trainer:
         self.sampler = StyleSampler(m.noise_dim, m.sampler_hidden, m.style_dim).to(device)
         self.sampler_fitted = False
 
-        g_params = [p for p in self.generator.parameters() if p.requires_grad]
+        for net in (self.encoder, self.generator, self.generator_ema, self.discriminator):
+            speed.prepare_module(net, t.channels_last)
+        self.g_params = [p for p in self.generator.parameters() if p.requires_grad]
         if cfg.train_content_encoder:
-            g_params += list(self.encoder.parameters())
-        adam = dict(lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-        self.opt_g = torch.optim.Adam(g_params, **adam)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), **adam)
+            self.g_params += list(self.encoder.parameters())
+        self.d_params = list(self.discriminator.parameters())
+        self.opt_g = speed.adam(self.g_params, t.lr, t.betas, t.weight_decay, device)
+        self.opt_d = speed.adam(self.d_params, t.lr, t.betas, t.weight_decay, device)
+        self.autocast = speed.autocast(device, t.precision)
+        self.scaler = speed.grad_scaler(device, t.precision)
+        for net in (self.encoder, self.generator, self.discriminator):
+            speed.maybe_compile(net, t.compile)
 
         self.vgg = perceptual_net if perceptual_net is not None else losses.build_perceptual(lam.perceptual, lam.vgg_weights)
         if lam.lambda_id > 0 and identity_net is None:
@@ -88,7 +96,8 @@ class Stage2Trainer:
             if net is not None:
                 net.to(device)
 
-        self.batch = t.batch_size
+        self.batch = t.batch_size  # the global batch; each process loads its share
+        distributed.local_batch(self.batch)  # fails early when it does not divide
         self.images_per_step = 2 * self.batch
         self.consumed = 0
         self._open_loader()
@@ -99,68 +108,99 @@ class Stage2Trainer:
 
     def _open_loader(self):
         self.loader = iter(make_loader(self.dataset, self.batch, self.cfg.train.seed, start=self.consumed,
-                                       num_workers=self.cfg.data.num_workers, device_type=self.device.type))
+                                       num_workers=self.cfg.data.num_workers, device_type=self.device.type,
+                                       rank=distributed.rank(), world=distributed.world_size()))
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else images
 
     def content_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         with torch.set_grad_enabled(self.cfg.train_content_encoder):
             return self.encoder(images, all_features=True)
 
     # ------------------------------------------------------------------ one iteration
-    def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        lam = self.cfg.loss
+    def next_batch(self, step: int) -> dict[str, torch.Tensor]:
+        """x, y, their content features (computed once per batch) and the style input."""
         batch = next(self.loader)
         self.consumed += self.batch
-        x, y = batch["x"].to(self.device, non_blocking=True), batch["y"].to(self.device, non_blocking=True)
-        G, D = self.generator, self.discriminator
+        x, y = (self.to_device(batch[k]) for k in ("x", "y"))
+        with self.autocast():
+            c_x, c_y = self.content_features(x), self.content_features(y)
+        # A flipped style image keeps G from copying the style image's pose. The coin comes from
+        # (seed, step), so every process of a distributed run flips alike.
+        coin = torch.rand((), generator=torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step))
+        y_style = y.flip(-1) if self.cfg.loss.flip_style and bool(coin < 0.5) else y
+        return {"x": x, "y": y, "c_x": c_x, "c_y": c_y, "y_style": y_style}
 
-        c_x, c_y = self.content_features(x), self.content_features(y)
-        # A flipped style image keeps G from copying the style image's pose.
-        y_style = y.flip(-1) if lam.flip_style and bool(torch.rand(()) < 0.5) else y
-
-        # ---- G step
-        D.requires_grad_(False)
-        s_y = G.style_encoder(y_style)
-        y_hat, masks = G(c_x, s_y)
-        y_bar, _ = G(c_y, s_y, use_skip=lam.use_allskip)
-        logits, f_d = D(torch.cat([y_hat, y]), lam.style_layer)
-        fake_logits, _ = logits.chunk(2)
-        f_fake, f_real = f_d.chunk(2)
-        g = {
-            "loss/g/adv": losses.adv_loss(fake_logits, real=True),                        # L_adv (Eq. 3)
-            "loss/g/con": losses.content_loss(self.encoder(y_hat), c_x[0]),              # L_con (Eq. 5)
-            "loss/g/sty": losses.style_loss(f_fake, f_real),                              # L_sty (Eq. 4)
-            "loss/g/msk": losses.mask_loss(masks).to(y_hat.device),                       # L_msk (Eq. 6)
-            "loss/g/rec": F.l1_loss(y_bar, y) + losses.perceptual(self.vgg, y_bar, y),    # L_rec
-        }
-        weights = {"loss/g/adv": lam.lambda_adv, "loss/g/con": lam.lambda_con, "loss/g/sty": lam.lambda_sty,
-                   "loss/g/msk": lam.lambda_msk, "loss/g/rec": lam.lambda_rec}
-        if self.identity is not None and lam.lambda_id > 0:
-            g["loss/g/id"] = self.identity(y_hat, y)
-            weights["loss/g/id"] = lam.lambda_id
-        g_total = sum(weights[k] * v for k, v in g.items())
-        self.opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        self.opt_g.step()
+    def g_step(self, b: dict) -> dict[str, torch.Tensor]:
+        """min over G, Es of L_adv + l1 L_con + l2 L_sty + l3 L_msk + l4 L_rec (+ l_id L_id)."""
+        lam, G, D = self.cfg.loss, self.generator, self.discriminator
+        D.requires_grad_(False)  # D is only a loss here: no weight gradients to compute
+        with self.autocast():
+            s_y = G.style_encoder(b["y_style"])
+            y_hat, masks = G(b["c_x"], s_y)                                          # y_hat = G(Ec(x), Es(y))
+            y_bar, _ = G(b["c_y"], s_y, use_skip=lam.use_allskip)                    # y_bar = G(Ec(y), Es(y))
+            logits, f_d = D(torch.cat([y_hat, b["y"]]), lam.style_layer)
+            fake_logits, _ = logits.chunk(2)
+            f_fake, f_real = f_d.chunk(2)
+            g = {
+                "loss/g/adv": losses.adv_loss(fake_logits, real=True),                     # L_adv (Eq. 3)
+                "loss/g/con": losses.content_loss(self.encoder(y_hat), b["c_x"][0]),      # L_con (Eq. 5)
+                "loss/g/sty": losses.style_loss(f_fake, f_real),                           # L_sty (Eq. 4)
+                "loss/g/msk": losses.mask_loss(masks).to(y_hat.device),                    # L_msk (Eq. 6)
+                "loss/g/rec": F.l1_loss(y_bar, b["y"]) + losses.perceptual(self.vgg, y_bar, b["y"]),  # L_rec
+            }
+            weights = {"loss/g/adv": lam.lambda_adv, "loss/g/con": lam.lambda_con, "loss/g/sty": lam.lambda_sty,
+                       "loss/g/msk": lam.lambda_msk, "loss/g/rec": lam.lambda_rec}
+            if self.identity is not None and lam.lambda_id > 0:
+                g["loss/g/id"] = self.identity(y_hat, b["y"])
+                weights["loss/g/id"] = lam.lambda_id
+            g_total = sum(weights[k] * v.float() for k, v in g.items())
+        self.step_optimizer(self.opt_g, g_total, self.g_params)
         D.requires_grad_(True)
-
-        # ---- D step: as published, the translation is recomputed by the updated G
-        with torch.no_grad():
-            y_fake, _ = G(c_x, G.style_encoder(y_style))
-        y_real = y.detach().requires_grad_(True)
-        logits, _ = D(torch.cat([y_fake, y_real]))
-        fake_logits, real_logits = logits.chunk(2)
-        d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False),
-             "loss/d/r1": losses.r1_penalty(real_logits, y_real)}
-        d_total = d["loss/d/adv"] + lam.lambda_r1 * d["loss/d/r1"]
-        self.opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
-        self.opt_d.step()
-
-        ema_update(self.generator_ema, G, self.cfg.train.ema_decay)
-        out = {k: v.detach() for k, v in {**g, **d}.items()}
+        b["y_hat"] = y_hat.detach()
+        out = {k: v.detach() for k, v in g.items()}
         out["loss/g/total"] = g_total.detach()
         for i, m in enumerate(masks):  # how much of Ec's detail each skip layer lets through
-            out[f"mask/mean_{G.resolutions[G.skip_layers[i]]}"] = m.detach().mean()
+            out[f"mask/mean_{G.resolutions[G.skip_layers[i]]}"] = m.detach().float().mean()
+        return out
+
+    def d_step(self, b: dict) -> dict[str, torch.Tensor]:
+        """max over D of L_adv, with the R1 penalty on real images."""
+        G, D = self.generator, self.discriminator
+        with self.autocast():
+            if self.cfg.train.reuse_translation_for_d:  # faster; the paper's code re-translates (default)
+                y_fake = b["y_hat"]
+            else:  # as published: the updated G translates again
+                with torch.no_grad():
+                    y_fake, _ = G(b["c_x"], G.style_encoder(b["y_style"]))
+            y_real = b["y"].detach().requires_grad_(True)
+            logits, _ = D(torch.cat([y_fake.detach(), y_real]))
+            fake_logits, real_logits = logits.float().chunk(2)
+            d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False),
+                 "loss/d/r1": losses.r1_penalty(real_logits, y_real, self.scaler.get_scale()
+                                                if self.scaler.is_enabled() else 1.0)}
+            d_total = d["loss/d/adv"] + self.cfg.loss.lambda_r1 * d["loss/d/r1"]
+        self.step_optimizer(self.opt_d, d_total, self.d_params)
+        return {k: v.detach() for k, v in d.items()}
+
+    def step_optimizer(self, opt, loss: torch.Tensor, params: list) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.sync_gradients(params)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def sync_gradients(self, params: list) -> None:
+        """Average gradients over the processes of a distributed run (no-op otherwise)."""
+        average_gradients(params)
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        b = self.next_batch(step)
+        out = self.g_step(b)
+        out.update(self.d_step(b))
+        ema_update(self.generator_ema, self.generator, self.cfg.train.ema_decay)
         return out
 
     # ------------------------------------------------------------------ sampler + monitoring
@@ -231,14 +271,14 @@ class Stage2Trainer:
 
 def run_stage2(cfg: Stage2Config, resume: str | None = None, progress: bool = True) -> dict:
     """Train Stage II as configured (or resume) and export the translator; {} if interrupted."""
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    run_dir = prepare_run_dir(cfg.out_dir, cfg.name, config_to_dict(cfg), resume=resume is not None)
+    device, run_dir = start_run(cfg.out_dir, cfg.name, config_to_dict(cfg), cfg.train.seed, cfg.train.device,
+                                resume=resume is not None)
     trainer = Stage2Trainer(cfg, device)
+    per_process_seed(cfg.train.seed)
     t = cfg.train
     step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
                       image_every=t.image_every, checkpoint_every=t.checkpoint_every,
                       keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress)
-    if step < t.iterations:
+    if step < t.iterations or not distributed.is_main():
         return {}
     return {**trainer.export(run_dir), "run_dir": run_dir}

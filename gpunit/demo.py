@@ -1,0 +1,89 @@
+"""The whole pipeline on the built-in synthetic data, as one command (``python scripts/demo.py``).
+
+make the synthetic prior -> Stage I (content encoder) -> Stage II (ellipse -> star translator) ->
+translate the held-out test images (latent- and exemplar-guided) -> evaluate -> a short report.
+Every stage that already finished is reused; an interrupted training run is resumed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from gpunit.config import Stage1Config, Stage2Config, load_config
+from gpunit.data.synthetic import make_dataset
+from gpunit.evaluate import evaluate, format_report, save_results
+from gpunit.train.common import CheckpointManager, resolve_device
+from gpunit.train.stage1 import run_stage1
+from gpunit.train.stage2 import run_stage2
+from gpunit.translate import load_translator
+from gpunit.translate_folder import translate_folder
+
+log = logging.getLogger("gpunit.demo")
+
+
+def _banner(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
+
+
+def _train(run, cfg, run_dir: Path, product: str, progress: bool) -> Path:
+    """Run a stage unless its product exists; resume a run that has checkpoints."""
+    if (run_dir / product).is_file():
+        print(f"reusing {run_dir / product}")
+        return run_dir / product
+    resume = "auto" if CheckpointManager(run_dir, 1).latest() is not None else None
+    if resume:
+        print(f"resuming the interrupted run in {run_dir}")
+    outputs = run(cfg, resume=resume, progress=progress)
+    if not outputs:
+        raise SystemExit("interrupted; run the demo again to continue where it stopped")
+    return run_dir / product
+
+
+def run_demo(data_root="data/synthetic", out_dir="runs", outputs_dir="outputs/demo", source="ellipse",
+             target="star", overrides1=(), overrides2=(), num_outputs=10, progress=True, device="auto") -> dict:
+    start = time.perf_counter()
+    data = Path(data_root)
+    _banner(f"1/5 synthetic prior data -> {data}")
+    make_dataset(data, progress=progress)
+
+    _banner("2/5 Stage I: prior distillation (content encoder)")
+    cfg1 = load_config("configs/stage1/synthetic.yaml", Stage1Config, [
+        f"out_dir={out_dir}", f"train.device={device}", f"data.paired_root={data}/pairs",
+        f"data.paired_mask_root={data}/pairs_mask", f"data.unpaired_root={data}/unpaired",
+        f"data.unpaired_mask_root={data}/unpaired_mask", f"data.test_root={data}/pairs_test", *overrides1])
+    encoder = _train(run_stage1, cfg1, Path(out_dir) / cfg1.name, "content_encoder.pt", progress)
+
+    _banner(f"3/5 Stage II: adversarial translation ({source} -> {target})")
+    cfg2 = load_config("configs/stage2/synthetic.yaml", Stage2Config, [
+        f"out_dir={out_dir}", f"train.device={device}", f"content_encoder={encoder}",
+        f"data.source=[{data}/domains/{source}/train]", f"data.target=[{data}/domains/{target}/train]",
+        f"name=stage2_{source}2{target}", *overrides2])
+    run_dir = Path(out_dir) / cfg2.name
+    checkpoint = _train(run_stage2, cfg2, run_dir, "translator.pt", progress)
+
+    _banner("4/5 translating the held-out test images")
+    translator = load_translator(str(checkpoint), device=resolve_device(device))
+    content_dir, style_dir = data / "domains" / source / "test", data / "domains" / target / "test"
+    out = Path(outputs_dir)
+    latent = translate_folder(translator, content_dir, out / "latent", num_styles=4, seed=0, progress=progress)
+    exemplar = translate_folder(translator, content_dir, out / "exemplar", style=style_dir,
+                                style_pairing="random", seed=0, progress=progress)
+
+    _banner("5/5 evaluation")
+    results = evaluate(translator, [str(content_dir)], [str(style_dir)], num_outputs=num_outputs,
+                       synthetic_root=str(data), target_domain=target, progress=progress)
+    save_results(results, out / "eval.json", run_dir=run_dir)
+    minutes = (time.perf_counter() - start) / 60
+
+    _banner("report")
+    print(format_report(results))
+    print(f"\nimages:      {out / 'latent'} ({latent['translated'] + latent['skipped_existing']} files), "
+          f"{out / 'exemplar'} ({exemplar['translated'] + exemplar['skipped_existing']} files); "
+          f"*__grid.png are overview grids")
+    print(f"training:    {Path(out_dir) / cfg1.name}/images, {run_dir}/images (PNG grids)")
+    print(f"tensorboard: tensorboard --logdir {out_dir}")
+    print(f"figures:     {out / 'eval.json'}")
+    print(f"translator:  {checkpoint}")
+    print(f"wall time:   {minutes:.1f} min")
+    return {"results": results, "minutes": minutes, "translator": checkpoint}

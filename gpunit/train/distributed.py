@@ -1,0 +1,90 @@
+"""Multi-process training with PyTorch's own engine (``torchrun``).
+
+    torchrun --nproc_per_node=4 scripts/train_stage2.py --config configs/stage2/cat2dog.yaml
+
+Every process builds the same networks from the same seed, trains on its slice of each global
+batch, and averages gradients with ``torch.distributed.all_reduce`` before each optimiser step,
+so N processes with batch B/N follow the single-process run with batch B. Like StyleGAN2-ADA/3 we
+average gradients ourselves instead of wrapping the networks in DistributedDataParallel: the
+generator runs several forward passes per update and R1 needs a double backward, two things DDP's
+reducer does not support. Rank 0 alone logs, samples images and writes checkpoints.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device_spec: str = "auto") -> torch.device | None:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); returns this process's
+    device (``cuda:LOCAL_RANK`` on GPUs), or None for a single-process run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    use_cuda = torch.cuda.is_available() and device_spec != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def local_batch(global_batch: int) -> int:
+    """This process's share of the global batch; the global batch must divide evenly."""
+    n = world_size()
+    if global_batch % n:
+        raise ValueError(f"train.batch_size={global_batch} (the global batch) does not divide by the {n} processes; "
+                         f"use a multiple of {n} or another --nproc_per_node")
+    return global_batch // n
+
+
+def average_gradients(params) -> None:
+    """All-reduce (mean) the gradients of ``params`` over the processes; no-op in a single process."""
+    n = world_size()
+    if n == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective instead of one per tensor
+    dist.all_reduce(flat)
+    flat /= n
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any (e.g. a stop signal reached one of them)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

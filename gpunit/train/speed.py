@@ -1,0 +1,46 @@
+"""Speed options that keep the method unchanged: mixed precision, channels_last, torch.compile, fused Adam."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {sorted(PRECISIONS)}, got '{precision}'")
+
+
+def autocast(device: torch.device, precision: str):
+    """A factory of autocast contexts: the networks compute in bf16/fp16, losses are taken in fp32."""
+    check_precision(precision)
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 (bf16 and fp32 need none; the disabled scaler is a pass-through)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def adam(params, lr: float, betas, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel on CUDA (one launch for all parameters), foreach elsewhere."""
+    fused = device.type == "cuda"
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay,
+                            fused=fused or None, foreach=None if fused else True)
+
+
+def prepare_module(module: nn.Module, channels_last: bool = False) -> nn.Module:
+    return module.to(memory_format=torch.channels_last) if channels_last else module
+
+
+def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:
+    """torch.compile the module's forward in place (parameters and state dict keys unchanged)."""
+    if enabled:
+        module.compile()
+    return module
