@@ -42,7 +42,6 @@ def _optional(name: str, build, skipped: dict):
         return None
 
 
-@torch.no_grad()
 def evaluate(translator: Translator, content: list[str], real: list[str], mode: str = "latent",
              reference: list[str] | None = None, num_outputs: int = 10, seed: int = 0, batch_size: int = 16,
              inception_weights: str | None = None, lpips_weights: str | None = None,

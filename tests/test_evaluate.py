@@ -1,0 +1,87 @@
+"""scripts/evaluate.py and the demo's pieces on tiny synthetic data; scripts/benchmark.py smoke run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpunit.checkpoints import save_translator
+from gpunit.evaluate import evaluate, format_report
+from gpunit.metrics.content import content_consistency
+from gpunit.metrics.fid import INCEPTION_WEIGHTS_FILE, build_fid_inception
+from gpunit.models import ContentEncoder, Generator, StyleSampler
+from gpunit.translate import Translator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def empty_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no weights found unless given
+
+
+@pytest.fixture(scope="module")
+def translator():
+    return Translator(ContentEncoder(64, 8, 8, 16), Generator(64, 8, 8, 16, style_dim=16, style_base_channels=8,
+                                                               style_hidden=8), StyleSampler(8, 16, 16)).eval()
+
+
+def test_content_consistency_is_zero_for_the_content_image_itself(tiny_synthetic):
+    from gpunit.data import synthetic
+    from gpunit.metrics.content import content_rows
+    rows = [r for r in content_rows(tiny_synthetic / "domains").values() if "/test/" in r["path"]][:6]
+    images = [synthetic.render(r["seed"], r["index"], synthetic.CLASS_NAMES.index(r["class"]), 64)[0] for r in rows]
+    result = content_consistency(images, rows)
+    assert result["object_found"] == 1.0
+    assert result["centroid_px"] < 1.0 and result["scale_rel"] < 0.1
+    assert result["random_centroid_px"] > 3 * result["centroid_px"]  # other content is far off
+
+
+def test_evaluate_synthetic_reports_and_skips_missing_weights(tiny_synthetic, translator, tmp_path):
+    root = tiny_synthetic
+    results = evaluate(translator, [str(root / "domains/ellipse/test")], [str(root / "domains/star/test")],
+                       num_outputs=2, synthetic_root=str(root), progress=False)
+    assert results["num_inputs"] == 4 and 0 <= results["domain_accuracy"] <= 1
+    assert {"content_centroid_px", "content_random_centroid_px", "content_object_found"} <= set(results)
+    assert "pt_inception-2015-12-05-6726825d.pth" in results["skipped"]["fid_kid"]
+    assert "alexnet-owt-7be5be79.pth" in results["skipped"]["lpips_diversity"]
+    report = format_report(results)
+    assert "Domain accuracy" in report and "skipped" in report
+
+
+def test_evaluate_fid_with_weights_file(tiny_synthetic, translator, tmp_path):
+    torch.save(build_fid_inception().state_dict(), tmp_path / INCEPTION_WEIGHTS_FILE)
+    root = tiny_synthetic
+    results = evaluate(translator, [str(root / "domains/ellipse/test")], [str(root / "domains/star/test")],
+                       mode="reference", num_outputs=2, inception_weights=str(tmp_path), progress=False)
+    assert results["fid"] >= 0 and "kid" in results and "fid_kid" not in results["skipped"]
+
+
+def test_evaluate_script(tiny_synthetic, translator, tmp_path):
+    path = save_translator(tmp_path / "t.pt", translator.content_encoder, translator.generator, translator.sampler)
+    out = tmp_path / "eval.json"
+    root = tiny_synthetic
+    result = subprocess.run([sys.executable, "scripts/evaluate.py", "--checkpoint", str(path), "--content",
+                             str(root / "domains/ellipse/test"), "--real", str(root / "domains/star/test"),
+                             "--num-outputs", "2", "--synthetic-root", str(root), "--output", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "TORCH_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(out.read_text())["num_outputs"] == 2 and "Centroid error" in result.stdout
+
+
+def test_benchmark_script(tmp_path):
+    out = tmp_path / "bench.json"
+    common = ["model.base_channels=8", "model.max_channels=16", "train.batch_size=2", "data.num_workers=0"]
+    stage2 = ["model.style_base_channels=8", "model.style_dim=16", "model.style_hidden=8", "model.disc_base_channels=8",
+              "model.disc_max_channels=16"]
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--stage2", "configs/stage2/synthetic.yaml",
+                             "--stage1", "configs/stage1/synthetic.yaml", "--set", *common, "--set2", *stage2, "--steps", "1",
+                             "--warmup", "0", "--device", "cpu", "--output", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {r["measure"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"stage1 step (data)", "stage2 G step", "stage2 D step", "stage2 loader", "translate (exemplar)"} <= set(rows)
+    assert all(r["ms_per_step"] > 0 and r["images_per_s"] > 0 for r in rows.values())
