@@ -30,3 +30,26 @@ def run_main(main: Callable[[], int | None]) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)
+
+
+def training_main(description: str, config_cls, run, default_config: str) -> int:
+    """The command line of scripts/train_stage1.py and train_stage2.py."""
+    import argparse
+
+    from gpunit.config import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, default_config=default_config)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    args = parser.parse_args()
+    try:
+        cfg = config_from_args(args, config_cls)
+    except ConfigError as err:
+        parser.error(str(err))
+    outputs = run(cfg, resume=args.resume, progress=not args.no_progress)
+    if not outputs:
+        print("stopped before the end (or not rank 0); resume with the same command and --resume")
+        return 0
+    for name, value in outputs.items():
+        print(f"{name}: {value}")
+    return 0

@@ -44,37 +44,6 @@ class Discriminator(nn.Module):
         self.model = nn.Sequential(*layers)
         self.linear = spectral_norm(nn.Conv2d(ch, 1, 1, 1, 0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = F.avg_pool2d(x if self.conv_s is None else self.conv_s(x), 2)
-        dx = F.avg_pool2d(self.conv_0(F.leaky_relu(x, 0.2)), 2)
-        dx = self.conv_1(F.leaky_relu(dx, 0.2))
-        return (shortcut + dx) / math.sqrt(2)
-
-
-class Discriminator(nn.Module):
-    def __init__(self, image_size: int = 256, base_channels: int = 64, max_channels: int = 512):
-        super().__init__()
-        layers = [spectral_norm(nn.Conv2d(3, base_channels, 3, 1, 1))]
-        ch = base_channels
-        for _ in range(num_halvings(image_size, 4)):  # down to 4x4
-            out_ch = min(ch * 2, max_channels)
-            layers.append(DownResBlock(ch, out_ch))
-            ch = out_ch
-        layers += [nn.LeakyReLU(0.2), spectral_norm(nn.Conv2d(ch, ch, 4, 1, 0)), nn.LeakyReLU(0.2)]
-        self.model = nn.Sequential(*layers)
-        self.linear = spectral_norm(nn.Conv2d(ch, 1, 1, 1, 0))
-
-    def style_channels(self, style_layer: int) -> int:
-        """Channels of f_D taken after ``style_layer`` modules."""
-        x = torch.zeros(1, 3, 1, 1)
-        for m in self.model[:style_layer]:
-            if isinstance(m, DownResBlock):
-                return_ch = m.conv_1.out_channels
-            elif isinstance(m, nn.Conv2d):
-                return_ch = m.out_channels
-        del x
-        return return_ch
-
     def forward(self, x: torch.Tensor, style_layer: int | None = None):
         """Returns (logits (N,), f_D (N, C)): channel means after ``style_layer`` modules of
         ``self.model`` (default: all of them; the paper uses 4, or 5 for human faces)."""

@@ -22,7 +22,6 @@ import importlib.metadata
 import json
 import logging
 import math
-import os
 import pickle
 import platform
 import random
@@ -32,7 +31,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,7 +45,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gpunit.train import distributed
-from gpunit.checkpoints import CheckpointError  # one error type for every unusable checkpoint file
+from gpunit.checkpoints import CheckpointError, atomic_save  # one error type for every unusable checkpoint file
 
 log = logging.getLogger(__name__)
 
@@ -204,18 +202,7 @@ class CheckpointManager:
 
     def save(self, state: dict, step: int) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"step-{step:07d}.pt"
-        # A crash mid-write must never leave a truncated file under a checkpoint name.
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = atomic_save(state, self.dir / f"step-{step:07d}.pt")  # never a truncated checkpoint
         for old in self._all()[: -self.keep]:
             old.unlink()
         return path
@@ -491,6 +478,27 @@ def start_run(out_dir, name: str, config_dict: dict, seed: int, device_spec: str
         run_dir = prepare_run_dir(out_dir, name, config_dict, resume=resume)
     distributed.barrier()
     return device, run_dir
+
+
+def run_training(cfg, make_trainer, resume: str | None, progress: bool = True):
+    """Set up the run (device, seeds, run folder), build the trainer and train it to the end.
+
+    ``cfg`` is a Stage1Config or Stage2Config; returns (trainer, run_dir) when the run finished on
+    the process that exports (rank 0), None when it was interrupted or on another rank.
+    """
+    from gpunit.config import config_to_dict
+
+    t = cfg.train
+    device, run_dir = start_run(cfg.out_dir, cfg.name, config_to_dict(cfg), t.seed, t.device,
+                                resume=resume is not None)
+    trainer = make_trainer(cfg, device)
+    per_process_seed(t.seed)
+    step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
+                      image_every=t.image_every, checkpoint_every=t.checkpoint_every,
+                      keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress)
+    if step < t.iterations or not distributed.is_main():
+        return None
+    return trainer, run_dir
 
 
 def per_process_seed(seed: int) -> None:

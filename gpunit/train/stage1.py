@@ -19,10 +19,10 @@ from torchvision.utils import make_grid
 
 from gpunit import losses
 from gpunit.checkpoints import export_published_content_encoder, export_published_stage1, save_content_encoder
-from gpunit.config import Stage1Config, config_to_dict
+from gpunit.config import Stage1Config
 from gpunit.metrics.prior import pair_feature_ratio
 from gpunit.train import distributed, speed
-from gpunit.train.common import RunLogger, per_process_seed, start_run, train_loop
+from gpunit.train.common import RunLogger, run_training
 from gpunit.data.datasets import PriorImageDataset, domain_labels, make_loader
 from gpunit.models import PriorAutoEncoder
 from gpunit.nn import init_weights
@@ -185,16 +185,11 @@ def run_stage1(cfg: Stage1Config, resume: str | None = None, progress: bool = Tr
 
     Returns the exported files and the held-out pair ratio; an interrupted run returns {} (resume it).
     """
-    device, run_dir = start_run(cfg.out_dir, cfg.name, config_to_dict(cfg), cfg.train.seed, cfg.train.device,
-                                resume=resume is not None)
-    trainer = Stage1Trainer(cfg, device)
-    per_process_seed(cfg.train.seed)
-    t = cfg.train
-    step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
-                      image_every=t.image_every, checkpoint_every=t.checkpoint_every,
-                      keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress)
-    if step < t.iterations or not distributed.is_main():
+    finished = run_training(cfg, Stage1Trainer, resume, progress)
+    if finished is None:
         return {}
+    trainer, run_dir = finished
+    step = cfg.train.iterations
     outputs: dict = trainer.export(run_dir)
     if cfg.data.test_root and Path(cfg.data.test_root).is_dir():
         result = pair_feature_ratio(trainer.model.contentE.eval(), cfg.data.test_root)

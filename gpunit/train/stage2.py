@@ -28,8 +28,7 @@ from gpunit.data.datasets import ImageFolderDataset, UnpairedDataset, make_loade
 from gpunit.models import ContentEncoder, Discriminator, Generator, StyleSampler
 from gpunit.nn import init_weights
 from gpunit.train import distributed, speed
-from gpunit.train.common import ema_update, per_process_seed, start_run, train_loop
-from gpunit.train.distributed import average_gradients
+from gpunit.train.common import ema_update, run_training
 from gpunit.train.sampler_fit import collect_style_codes, fit_sampler, oversample_rare_styles
 
 log = logging.getLogger("gpunit.stage2")
@@ -188,13 +187,9 @@ class Stage2Trainer:
     def step_optimizer(self, opt, loss: torch.Tensor, params: list) -> None:
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.sync_gradients(params)
+        distributed.average_gradients(params)  # no-op unless launched by torchrun
         self.scaler.step(opt)
         self.scaler.update()
-
-    def sync_gradients(self, params: list) -> None:
-        """Average gradients over the processes of a distributed run (no-op otherwise)."""
-        average_gradients(params)
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         b = self.next_batch(step)
@@ -271,14 +266,8 @@ class Stage2Trainer:
 
 def run_stage2(cfg: Stage2Config, resume: str | None = None, progress: bool = True) -> dict:
     """Train Stage II as configured (or resume) and export the translator; {} if interrupted."""
-    device, run_dir = start_run(cfg.out_dir, cfg.name, config_to_dict(cfg), cfg.train.seed, cfg.train.device,
-                                resume=resume is not None)
-    trainer = Stage2Trainer(cfg, device)
-    per_process_seed(cfg.train.seed)
-    t = cfg.train
-    step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
-                      image_every=t.image_every, checkpoint_every=t.checkpoint_every,
-                      keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress)
-    if step < t.iterations or not distributed.is_main():
+    finished = run_training(cfg, Stage2Trainer, resume, progress)
+    if finished is None:
         return {}
+    trainer, run_dir = finished
     return {**trainer.export(run_dir), "run_dir": run_dir}
