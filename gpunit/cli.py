@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -22,11 +23,14 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def run_main(main: Callable[[], int | None]) -> None:
-    """Run ``main``; a user error ends the program with its message and exit status 2."""
+    """Run ``main``; a user error ends the program with its message and exit status 2
+    (set ``GPUNIT_TRACEBACK=1`` to see the traceback instead)."""
     setup_logging()
     try:
         status = main()
     except USER_ERRORS as err:
+        if os.environ.get("GPUNIT_TRACEBACK"):  # developers: the full traceback
+            raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)

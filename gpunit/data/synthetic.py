@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 SUPERSAMPLE = 4          # sub-pixels per pixel side; coverage takes SUPERSAMPLE**2 + 1 levels
 WHITE_STD = 0.5          # std of every whitened canonical shape along any axis (that of a unit disk)
 DEFAULT_THRESHOLD = 24   # measure_object: max channel difference that counts as "object"
+DEFAULT_MIN_SATURATION = 48  # measure_object: objects are saturated, backgrounds muted (max - min channel)
 FORMAT_VERSION = 1       # bump when rendering changes, so an old folder is regenerated
 
 
@@ -372,15 +373,24 @@ def object_stats(mask: np.ndarray) -> dict:
             "elongation": math.sqrt(major / minor)}
 
 
-def measure_object(image: np.ndarray, background: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """:func:`object_stats` of the pixels of ``image`` whose largest channel difference from the known
-    ``background`` exceeds ``threshold`` (both (H, W, 3) uint8). NaNs when no pixel differs."""
+def measure_object(image: np.ndarray, background: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
+                   min_saturation: float = DEFAULT_MIN_SATURATION) -> dict:
+    """:func:`object_stats` of the object in ``image`` given its known ``background`` (both (H, W, 3) uint8).
+
+    Object pixels differ from the background by more than ``threshold`` (largest channel
+    difference) and are saturated (max - min channel > ``min_saturation``): every class paints its
+    object in saturated colours over a muted background, and a translation reproduces the
+    background only approximately, so the difference alone would also pick up background drift.
+    NaNs when no pixel qualifies.
+    """
     image, background = np.asarray(image), np.asarray(background)
     if image.shape != background.shape or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image and background must both be (H, W, 3) arrays of the same shape; got "
                          f"{image.shape} and {background.shape}")
-    diff = np.abs(image.astype(np.int16) - background.astype(np.int16)).max(axis=2)
-    return object_stats((diff > threshold).astype(np.float64))
+    pixels = image.astype(np.int16)
+    diff = np.abs(pixels - background.astype(np.int16)).max(axis=2)
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    return object_stats(((diff > threshold) & (saturation > min_saturation)).astype(np.float64))
 
 
 # ------------------------------------------------------------------------------------ data set

@@ -492,6 +492,7 @@ def run_training(cfg, make_trainer, resume: str | None, progress: bool = True):
     device, run_dir = start_run(cfg.out_dir, cfg.name, config_to_dict(cfg), t.seed, t.device,
                                 resume=resume is not None)
     trainer = make_trainer(cfg, device)
+    trainer.progress = progress
     per_process_seed(t.seed)
     step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
                       image_every=t.image_every, checkpoint_every=t.checkpoint_every,

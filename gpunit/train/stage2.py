@@ -72,6 +72,7 @@ class Stage2Trainer:
                              f"{m.image_size}px images, got {lam.style_layer}")
         self.sampler = StyleSampler(m.noise_dim, m.sampler_hidden, m.style_dim).to(device)
         self.sampler_fitted = False
+        self.progress = True  # progress bars (the sampler fit's too)
 
         for net in (self.encoder, self.generator, self.generator_ema, self.discriminator):
             speed.prepare_module(net, t.channels_last)
@@ -211,7 +212,7 @@ class Stage2Trainer:
         return {"epochs": epochs, "codes": len(codes), "final_loss": history[-1]}
 
     def on_checkpoint(self, step: int) -> None:
-        info = self.fit_style_sampler()
+        info = self.fit_style_sampler(progress=self.progress)
         log.info("step %d: style sampler fitted on %d codes, %d epochs, loss %.4f", step, info["codes"],
                  info["epochs"], info["final_loss"])
 
