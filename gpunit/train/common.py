@@ -38,14 +38,14 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
-import torchvision.utils
 import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gpunit.train import distributed
-from gpunit.checkpoints import CheckpointError, atomic_save  # one error type for every unusable checkpoint file
+from gpunit.checkpoints import CheckpointError, atomic_save
+from gpunit.data.images import save_image  # one error type for every unusable checkpoint file
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +274,7 @@ class RunLogger:
         image = (grid.detach().float().cpu().clamp(-1, 1) + 1) / 2  # [-1, 1] -> [0, 1]
         self.writer.add_image(tag, image, step)
         png = self.run_dir / "images" / f"{tag.replace('/', '_')}_{step:07d}.png"
-        png.parent.mkdir(exist_ok=True)
-        torchvision.utils.save_image(image, png)
+        save_image(grid.detach().float().cpu(), png)  # parent folders made, [-1, 1] in
 
     def close(self) -> None:
         if self.enabled:
