@@ -44,6 +44,11 @@ class Translator(nn.Module):
         return images
 
     @torch.no_grad()
+    def content_features(self, content: torch.Tensor) -> list[torch.Tensor]:
+        """Ec(x) with all intermediate maps, deepest first (what G and its skip layers read)."""
+        return self.content_encoder(self._prepare(content), all_features=True)
+
+    @torch.no_grad()
     def style_codes(self, style: torch.Tensor) -> torch.Tensor:
         """Es(y): (N, style_dim)."""
         return self.generator.style_encoder(self._prepare(style))
@@ -61,8 +66,7 @@ class Translator(nn.Module):
     @torch.no_grad()
     def translate_codes(self, content: torch.Tensor, codes: torch.Tensor, use_skip=True) -> torch.Tensor:
         """G(Ec(x), s) for given style codes (N, style_dim), one per content image."""
-        features = self.content_encoder(self._prepare(content), all_features=True)
-        return self.generator(features, codes.to(self.device), use_skip=use_skip)[0]
+        return self.generator(self.content_features(content), codes.to(self.device), use_skip=use_skip)[0]
 
     @torch.no_grad()
     def translate(self, content: torch.Tensor, style: torch.Tensor | None = None, num_styles: int = 1,
@@ -78,8 +82,8 @@ class Translator(nn.Module):
                                  f"(got {content.shape[0]} content, {style.shape[0]} style)")
             return self.translate_codes(content, self.style_codes(style))
         codes = self.sample_styles(content.shape[0] * num_styles, seed)
-        features = self.content_encoder(self._prepare(content), all_features=True)
-        features = [f.repeat_interleave(num_styles, dim=0) for f in features]  # Ec once per content image
+        features = [f.repeat_interleave(num_styles, dim=0)  # Ec once per content image
+                    for f in self.content_features(content)]
         return self.generator(features, codes)[0]
 
 

@@ -135,7 +135,7 @@ def translate_pairs(translator: Translator, content: torch.Tensor, codes: torch.
     ``content``: (N, 3, S, S) at the model's size; ``codes``: (M, style_dim). Ec runs once per content
     image, however many styles it is paired with.
     """
-    features = translator.content_encoder(content.to(translator.device), all_features=True)  # deepest first
+    features = translator.content_features(content)  # deepest first
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start:start + batch_size]
         ci = torch.tensor([i for i, _ in batch], device=translator.device)
