@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gpunit.data.images import (RESIZE_POLICIES, UnreadableImageError, load_rgb, resize_for_model, scan_images,
-                                to_pil, to_tensor)
+                                to_pil, to_tensor, write_png_atomic)
 from gpunit.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -245,19 +244,6 @@ def _style_codes(translator: Translator, images: list[Image.Image], batch_size: 
                       for i in range(0, len(images), batch_size)])
 
 
-def _write_png(image: Image.Image, path: Path) -> None:
-    """Write to a hidden temporary name in the same folder, then rename: readers never see half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its files are private (0600); open() keeps the user's umask, as a plain save would.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _grid_image(content: torch.Tensor, styles: list[torch.Tensor] | None, results: list[torch.Tensor]) -> Image.Image:
     """Rows of [input, result...]; exemplar-guided adds a row [blank, style...] above each."""
     blank = torch.ones_like(content)  # white
@@ -292,7 +278,7 @@ def _run_chunk(translator: Translator, jobs: list[_ContentJob], codes: torch.Ten
     for y_hat in translate_pairs(translator, content, codes, pairs, batch_size):
         for image in y_hat:
             path = next(written)
-            _write_png(to_pil(image), path)
+            write_png_atomic(to_pil(image), path)
             summary["written"].append(path)
         summary["translated"] += len(y_hat)
         bar.update(len(y_hat))
@@ -310,5 +296,5 @@ def _write_grid(job: _ContentJob, content: torch.Tensor, style_images: list[Imag
         log.warning("no grid for %s: %s", job.path, err)
         return
     styles = [to_tensor(style_images[j]) for j in job.style_indices] if style_images is not None else None
-    _write_png(_grid_image(content, styles, results), job.grid)
+    write_png_atomic(_grid_image(content, styles, results), job.grid)
     summary["grids"].append(job.grid)

@@ -11,10 +11,14 @@ import torch
 from PIL import Image
 
 import gpunit
-from gpunit.checkpoints import export_published_content_encoder, export_published_stage2, save_translator
-from gpunit.data.images import load_rgb, resize_for_model, to_tensor
+from gpunit.checkpoints import (
+    export_published_content_encoder,
+    export_published_stage2,
+    save_translator,
+)
+from gpunit.data.images import load_rgb, resize_for_model, to_tensor, write_png_atomic
 from gpunit.models import ContentEncoder, Generator, StyleSampler
-from gpunit.translate_folder import _write_png, describe_summary, translate_folder, translate_pairs
+from gpunit.translate_folder import describe_summary, translate_folder, translate_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "translate.py"
@@ -269,7 +273,7 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(Image.Image, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _write_png(Image.new("RGB", (4, 4)), tmp_path / "x.png")
+        write_png_atomic(Image.new("RGB", (4, 4)), tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -15,7 +15,6 @@ ImageNet index ranges, see :func:`imagenet_group`.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -23,13 +22,23 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pytorch_pretrained_biggan import BigGAN, BigGANConfig, one_hot_from_int, truncated_noise_sample
+from pytorch_pretrained_biggan import (
+    BigGAN,
+    BigGANConfig,
+    one_hot_from_int,
+    truncated_noise_sample,
+)
 from pytorch_pretrained_biggan.file_utils import cached_path
-from pytorch_pretrained_biggan.model import (CONFIG_NAME, PRETRAINED_CONFIG_ARCHIVE_MAP,
-                                             PRETRAINED_MODEL_ARCHIVE_MAP, WEIGHTS_NAME)
+from pytorch_pretrained_biggan.model import (
+    CONFIG_NAME,
+    PRETRAINED_CONFIG_ARCHIVE_MAP,
+    PRETRAINED_MODEL_ARCHIVE_MAP,
+    WEIGHTS_NAME,
+)
 from torchvision.transforms.v2.functional import to_pil_image
 from tqdm import tqdm
 
+from gpunit.data.images import write_png_atomic
 from gpunit.pretrained import MissingWeightsError, load_state_dict
 
 log = logging.getLogger(__name__)
@@ -170,9 +179,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def write_png(path: Path, image: torch.Tensor) -> None:
     """Write a (3, H, W) or (1, H, W) uint8 tensor as an RGB or 8-bit grayscale PNG, atomically."""
-    buffer = io.BytesIO()
-    to_pil_image(image.cpu()).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    write_png_atomic(to_pil_image(image.cpu()), path)
 
 
 def _check_settings(out_dir: Path, settings: dict) -> None:

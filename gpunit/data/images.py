@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import struct
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -168,6 +169,21 @@ def save_image(tensor: torch.Tensor, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     to_pil(tensor).save(path)
+
+
+def write_png_atomic(image: Image.Image, path: str | Path) -> None:
+    """Write a PNG under a hidden temporary name in the same folder, then rename it: an interrupted
+    run never leaves a half-written file behind (and a resumed one never mistakes it for done)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its files are private (0600); open() keeps the user's umask, as a plain save would.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def resize_for_model(img: Image.Image, size: int, policy: str = "shortside_crop") -> Image.Image:

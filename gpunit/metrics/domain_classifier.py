@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
+from gpunit.checkpoints import atomic_save
 from gpunit.data.images import UnreadableImageError, load_rgb, scan_images
 
 log = logging.getLogger(__name__)
@@ -216,14 +217,7 @@ def load_or_train_domain_classifier(domains_root: str | os.PathLike, cache_path:
     classifier.test_accuracy = _held_out_accuracy(classifier, root)
     log.info("trained domain classifier on %d images of %d domains in %.1fs; held-out accuracy %s",
              len(images), len(names), time.perf_counter() - start, classifier.test_accuracy)
-    _save_atomic({"state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()},
+    atomic_save({"state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()},
                   "domain_names": names, "image_size": image_size, "fingerprint": fingerprint,
                   "test_accuracy": classifier.test_accuracy}, cache_path)
     return classifier
-
-
-def _save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

@@ -84,7 +84,8 @@ class Stage2Trainer:
         self.opt_d = speed.adam(self.d_params, t.lr, t.betas, t.weight_decay, device)
         self.autocast = speed.autocast(device, t.precision)
         self.scaler = speed.grad_scaler(device, t.precision)
-        for net in (self.encoder, self.generator, self.discriminator):
+        # D stays eager: R1 needs a double backward, which torch.compile's autograd does not support.
+        for net in (self.encoder, self.generator):
             speed.maybe_compile(net, t.compile)
 
         self.vgg = perceptual_net if perceptual_net is not None else losses.build_perceptual(lam.perceptual, lam.vgg_weights)
