@@ -93,11 +93,61 @@ def benchmark_stage2(cfg: Stage2Config, device: torch.device, steps: int = 10, w
         rows.append(_row("stage2 D step", _timed(lambda: trainer.d_step(b), steps, warmup, device), 2 * batch, device))
         rows.append(_row("stage2 step (G+D+EMA, data)", _timed(lambda: trainer.train_step(step[0] + 1), steps,
                                                                warmup, device), 2 * batch, device))
+        rows.append(_row("stage2 step, published code", _timed(lambda: published_step(trainer, b), steps, warmup,
+                                                                device), 2 * batch, device))
         translator = Translator(trainer.encoder, trainer.generator_ema, trainer.sampler).to(device)
         x = b["x"]
         rows.append(_row("translate (exemplar)", _timed(lambda: translator.translate(x, style=x), steps, warmup,
                                                         device), len(x), device))
     return rows
+
+
+def published_step(trainer, b: dict) -> None:
+    """One Stage II iteration done the way the authors' train.py does it, with our modules, as the
+    reference for speed-ups: Ec left in train mode (spectral-norm power iteration on every call),
+    the style encoded anew by each of the three G calls, every G layer's RGB head computed, D's
+    weight gradients computed (and discarded) in the G step, the translation recomputed for the D
+    step, plain (for-loop) Adam, fp32."""
+    from gpunit import losses
+
+    G, D, Ec, lam = trainer.generator, trainer.discriminator, trainer.encoder, trainer.cfg.loss
+    if not hasattr(trainer, "plain_adam"):
+        t = trainer.cfg.train
+        trainer.plain_adam = [torch.optim.Adam(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+                                               foreach=False) for params in (trainer.g_params, trainer.d_params)]
+    opt_g, opt_d = trainer.plain_adam
+    def rgb_head(layer, inputs, out):  # computed and dropped, as the published G does at every layer
+        layer.to_rgb(out)
+
+    hooks = [layer.register_forward_hook(rgb_head) for layer in G.model[:-1]]
+    Ec.train()
+    try:
+        x, y, y_style = b["x"], b["y"], b["y_style"]
+        with torch.no_grad():
+            c_x, c_y = Ec(x, all_features=True), Ec(y, all_features=True)
+        y_hat, masks = G(c_x, G.style_encoder(y_style))
+        y_bar, _ = G(c_y, G.style_encoder(y_style), use_skip=lam.use_allskip)
+        logits, f_d = D(torch.cat([y_hat, y]), lam.style_layer)
+        f_fake, f_real = f_d.chunk(2)
+        g_loss = (losses.adv_loss(logits.chunk(2)[0], True) + lam.lambda_con * losses.content_loss(Ec(y_hat), c_x[0])
+                  + lam.lambda_sty * losses.style_loss(f_fake, f_real) + lam.lambda_msk * losses.mask_loss(masks)
+                  + lam.lambda_rec * torch.nn.functional.l1_loss(y_bar, y))
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        with torch.no_grad():
+            y_fake, _ = G(c_x, G.style_encoder(y_style))
+        y_real = y.detach().requires_grad_(True)
+        fake_logits, real_logits = D(torch.cat([y_fake, y_real]))[0].chunk(2)
+        d_loss = (losses.adv_loss(real_logits, True) + losses.adv_loss(fake_logits, False)
+                  + losses.r1_penalty(real_logits, y_real))
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+    finally:
+        for h in hooks:
+            h.remove()
+        Ec.eval()
 
 
 def benchmark_stage1(cfg: Stage1Config, device: torch.device, steps: int = 10, warmup: int = 3) -> list[dict]:

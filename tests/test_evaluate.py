@@ -83,5 +83,6 @@ def test_benchmark_script(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {r["measure"]: r for r in json.loads(out.read_text())["rows"]}
-    assert {"stage1 step (data)", "stage2 G step", "stage2 D step", "stage2 loader", "translate (exemplar)"} <= set(rows)
+    assert {"stage1 step (data)", "stage2 G step", "stage2 D step", "stage2 loader", "translate (exemplar)",
+            "stage2 step, published code"} <= set(rows)
     assert all(r["ms_per_step"] > 0 and r["images_per_s"] > 0 for r in rows.values())
