@@ -40,6 +40,10 @@ def build_content_encoder(cfg: Stage2Config) -> ContentEncoder:
         encoder = ContentEncoder(m.image_size, m.content_size, m.base_channels, m.max_channels)
         init_weights(encoder)
         return encoder
+    if not Path(cfg.content_encoder).is_file():
+        raise FileNotFoundError(
+            f"content encoder not found: {cfg.content_encoder}. Train one with scripts/train_stage1.py (it writes "
+            "runs/<name>/content_encoder.pt) or put the authors' content_encoder.pt there, then set content_encoder=PATH")
     encoder = load_content_encoder(cfg.content_encoder, m.content_size)
     if encoder.image_size != m.image_size:
         raise ValueError(f"the content encoder {cfg.content_encoder} was built for {encoder.image_size}px images "
