@@ -31,28 +31,23 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message says what it looks like and what is off."""
 
 
-def published_to_ours(state: dict) -> dict:
-    """Rename old spectral-norm keys to the parametrization keys of our modules."""
+def _rename_suffixes(state: dict, renames: dict[str, str]) -> dict:
     out = {}
     for key, value in state.items():
-        for old, new in _OLD_TO_NEW.items():
-            if key.endswith(old):
-                key = key[: -len(old)] + new
-                break
-        out[key] = value
+        suffix = next((old for old in renames if key.endswith(old)), None)
+        out[key if suffix is None else key[: -len(suffix)] + renames[suffix]] = value
     return out
+
+
+def published_to_ours(state: dict) -> dict:
+    """Rename old spectral-norm keys to the parametrization keys of our modules."""
+    return _rename_suffixes(state, _OLD_TO_NEW)
 
 
 def ours_to_published(state: dict) -> dict:
-    """Inverse of :func:`published_to_ours`: our state dict with the published key names."""
-    out = {}
-    for key, value in state.items():
-        for old, new in _OLD_TO_NEW.items():
-            if key.endswith(new):
-                key = key[: -len(new)] + old
-                break
-        out[key] = value.detach().cpu().clone() if torch.is_tensor(value) else value
-    return out
+    """Inverse of :func:`published_to_ours`: our state dict (on the CPU) with the published key names."""
+    state = {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in state.items()}
+    return _rename_suffixes(state, {new: old for old, new in _OLD_TO_NEW.items()})
 
 
 def _weight(state: dict, prefix: str) -> torch.Tensor:
