@@ -7,7 +7,9 @@ second (synchronised on CUDA), plus peak memory (CUDA max allocated, or the proc
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import resource
 import statistics
 import tempfile
@@ -21,7 +23,10 @@ from PIL import Image
 from gpunit.checkpoints import save_content_encoder
 from gpunit.config import Stage1Config, Stage2Config
 from gpunit.models import ContentEncoder
+from gpunit.pretrained import MissingWeightsError
 from gpunit.translate import Translator
+
+log = logging.getLogger("gpunit.benchmark")
 
 
 def _sync(device: torch.device) -> None:
@@ -36,15 +41,23 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _timed(fn, steps: int, warmup: int, device: torch.device) -> list[float]:
+    return _timed_in_turns({"fn": fn}, steps, warmup, device)["fn"]
+
+
+def _timed_in_turns(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each function, called in turns (a, b, a, b, ...) so that a shared
+    machine's drift hits all of them alike."""
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     _sync(device)
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -65,7 +78,11 @@ def _random_images(folder: Path, count: int, size: int, seed: int, mask: bool = 
         Image.fromarray(a).save(folder / f"{i:05d}.png")
 
 
-def benchmark_stage2(cfg: Stage2Config, device: torch.device, steps: int = 10, warmup: int = 3) -> list[dict]:
+@contextlib.contextmanager
+def stage2_trainers(cfg: Stage2Config, device: torch.device):
+    """(ours, reference): a Stage II trainer as configured and one in plain fp32 (no autocast,
+    channels_last or compile) for the published step, with the same initial weights, on a throw-away
+    set of random images and a random content encoder of the configured widths."""
     from gpunit.train.stage2 import Stage2Trainer
 
     cfg = copy.deepcopy(cfg)
@@ -77,37 +94,100 @@ def benchmark_stage2(cfg: Stage2Config, device: torch.device, steps: int = 10, w
         _random_images(tmp / "target", count, size, 1)
         cfg.data.source, cfg.data.target = [str(tmp / "source")], [str(tmp / "target")]
         cfg.data.source_counts = cfg.data.target_counts = []
-        m = cfg.model  # a random content encoder of the configured widths: timing needs no trained weights
+        m = cfg.model
         cfg.content_encoder = str(save_content_encoder(
             ContentEncoder(m.image_size, m.content_size, m.base_channels, m.max_channels), tmp / "ec.pt"))
-        trainer = Stage2Trainer(cfg, device)
-        step = [0]
+        loss_nets = _loss_networks(cfg)
+        plain = copy.deepcopy(cfg)
+        plain.train.precision, plain.train.channels_last, plain.train.compile = "fp32", False, False
+        trainers = []
+        for c in (cfg, plain):
+            torch.manual_seed(cfg.train.seed)
+            trainers.append(Stage2Trainer(c, device, **loss_nets))
+        yield tuple(trainers)
 
-        def batch_once():
-            step[0] += 1
-            return trainer.next_batch(step[0])
 
+def benchmark_stage2(cfg: Stage2Config, device: torch.device, steps: int = 10, warmup: int = 3,
+                     translate_batch: int | None = None) -> list[dict]:
+    batch = cfg.train.batch_size
+    with stage2_trainers(cfg, device) as (trainer, reference):
+        step = iter(range(1, 1_000_000))
         rows = [_row("stage2 loader", _timed(lambda: next(trainer.loader), steps, warmup, device), 2 * batch, device)]
-        b = batch_once()
+        b, b_plain = trainer.next_batch(0), reference.next_batch(0)
         rows.append(_row("stage2 G step", _timed(lambda: trainer.g_step(b), steps, warmup, device), 2 * batch, device))
         rows.append(_row("stage2 D step", _timed(lambda: trainer.d_step(b), steps, warmup, device), 2 * batch, device))
-        rows.append(_row("stage2 step (G+D+EMA, data)", _timed(lambda: trainer.train_step(step[0] + 1), steps,
-                                                               warmup, device), 2 * batch, device))
-        rows.append(_row("stage2 step, published code", _timed(lambda: published_step(trainer, b), steps, warmup,
-                                                                device), 2 * batch, device))
+        paired = _timed_in_turns({"ours": lambda: trainer.train_step(next(step)),
+                                  "published": lambda: published_step(reference, b_plain)}, steps, warmup, device)
+        rows.append(_row(STAGE2_STEP, paired["ours"], 2 * batch, device))
+        rows.append(_row(PUBLISHED_STEP, paired["published"], 2 * batch, device))
+
         translator = Translator(trainer.encoder, trainer.generator_ema, trainer.sampler).to(device)
-        x = b["x"]
-        rows.append(_row("translate (exemplar)", _timed(lambda: translator.translate(x, style=x), steps, warmup,
-                                                        device), len(x), device))
+        n = translate_batch or batch
+        x = b["x"].repeat((n + batch - 1) // batch, 1, 1, 1)[:n]
+        with trainer.autocast():
+            times = _timed(lambda: translator.translate(x, style=x), steps, warmup, device)
+        rows.append(_row(f"translate (exemplar, batch {n})", times, n, device))
     return rows
 
 
-def published_step(trainer, b: dict) -> None:
+def loss_agreement(cfg: Stage2Config, device: torch.device, steps: int = 20) -> list[dict]:
+    """Our step as configured and the published fp32 step, run side by side from the same initial
+    weights on the same batches: each loss term's mean over ``steps`` both ways and the difference
+    relative to the published value's magnitude."""
+    with stage2_trainers(cfg, device) as (trainer, reference):
+        ours, published = [], []
+        for step in range(1, steps + 1):
+            ours.append(trainer.train_step(step))
+            published.append(published_step(reference, reference.next_batch(step)))
+    rows = []
+    for tag in published[0]:
+        a = statistics.fmean(float(o[tag]) for o in ours)
+        p = statistics.fmean(float(o[tag]) for o in published)
+        rows.append({"term": tag, "ours": a, "published": p, "relative_difference": abs(a - p) / max(abs(p), 1e-8)})
+    return rows
+
+
+def _loss_networks(cfg: Stage2Config) -> dict:
+    """The perceptual and identity networks the config asks for, with random weights where their
+    files are missing: the time they take does not depend on the weights."""
+    from torchvision.models import vgg19
+
+    from gpunit.losses import VGGPerceptualLoss, build_perceptual
+    from gpunit.models.arcface import IRSE50, IdentityLoss
+
+    lam, nets = cfg.loss, {}
+    try:
+        nets["perceptual_net"] = build_perceptual(lam.perceptual, lam.vgg_weights)
+    except MissingWeightsError:
+        log.warning("VGG19 weights not found: timing the perceptual loss with random weights")
+        nets["perceptual_net"] = VGGPerceptualLoss(state_dict=vgg19(weights=None).state_dict())
+    if lam.lambda_id > 0:
+        try:
+            nets["identity_net"] = IdentityLoss(lam.identity_weights)
+        except MissingWeightsError:
+            log.warning("IR-SE50 weights not found: timing the identity loss with random weights")
+            nets["identity_net"] = IdentityLoss(facenet=IRSE50())
+    return nets
+
+
+STAGE2_STEP, PUBLISHED_STEP = "stage2 step (G+D+EMA, data)", "stage2 step, published fp32"
+
+
+def speedup_over_published(rows: list[dict]) -> float | None:
+    """images/s of our Stage II step over the published step's, timed in turns in the same run."""
+    by_name = {r["measure"]: r for r in rows}
+    if STAGE2_STEP not in by_name or PUBLISHED_STEP not in by_name:
+        return None
+    return by_name[STAGE2_STEP]["images_per_s"] / by_name[PUBLISHED_STEP]["images_per_s"]
+
+
+def published_step(trainer, b: dict) -> dict[str, torch.Tensor]:
     """One Stage II iteration done the way the authors' train.py does it, with our modules, as the
     reference for speed-ups: Ec left in train mode (spectral-norm power iteration on every call),
     the style encoded anew by each of the three G calls, every G layer's RGB head computed, D's
-    weight gradients computed (and discarded) in the G step, the translation recomputed for the D
-    step, plain (for-loop) Adam, fp32."""
+    weight gradients computed (and discarded) in the G step, one D call on fakes and reals together
+    (R1's double backward through both), the translation recomputed for the D step, plain
+    (for-loop) Adam and moving average, fp32. Returns the loss terms under our tags."""
     from gpunit import losses
 
     G, D, Ec, lam = trainer.generator, trainer.discriminator, trainer.encoder, trainer.cfg.loss
@@ -129,21 +209,32 @@ def published_step(trainer, b: dict) -> None:
         y_bar, _ = G(c_y, G.style_encoder(y_style), use_skip=lam.use_allskip)
         logits, f_d = D(torch.cat([y_hat, y]), lam.style_layer)
         f_fake, f_real = f_d.chunk(2)
-        g_loss = (losses.adv_loss(logits.chunk(2)[0], True) + lam.lambda_con * losses.content_loss(Ec(y_hat), c_x[0])
-                  + lam.lambda_sty * losses.style_loss(f_fake, f_real) + lam.lambda_msk * losses.mask_loss(masks)
-                  + lam.lambda_rec * torch.nn.functional.l1_loss(y_bar, y))
+        g = {"loss/g/adv": losses.adv_loss(logits.chunk(2)[0], True),
+             "loss/g/con": losses.content_loss(Ec(y_hat), c_x[0]),
+             "loss/g/sty": losses.style_loss(f_fake, f_real),
+             "loss/g/msk": losses.mask_loss(masks),
+             "loss/g/rec": torch.nn.functional.l1_loss(y_bar, y) + losses.perceptual(trainer.vgg, y_bar, y)}
+        weights = {"loss/g/adv": lam.lambda_adv, "loss/g/con": lam.lambda_con, "loss/g/sty": lam.lambda_sty,
+                   "loss/g/msk": lam.lambda_msk, "loss/g/rec": lam.lambda_rec}
+        if trainer.identity is not None and lam.lambda_id > 0:
+            g["loss/g/id"], weights["loss/g/id"] = trainer.identity(y_hat, y), lam.lambda_id
         opt_g.zero_grad()
-        g_loss.backward()
+        sum(weights[k] * v for k, v in g.items()).backward()
         opt_g.step()
         with torch.no_grad():
             y_fake, _ = G(c_x, G.style_encoder(y_style))
         y_real = y.detach().requires_grad_(True)
         fake_logits, real_logits = D(torch.cat([y_fake, y_real]))[0].chunk(2)
-        d_loss = (losses.adv_loss(real_logits, True) + losses.adv_loss(fake_logits, False)
-                  + losses.r1_penalty(real_logits, y_real))
+        d = {"loss/d/adv": losses.adv_loss(real_logits, True) + losses.adv_loss(fake_logits, False),
+             "loss/d/r1": losses.r1_penalty(real_logits, y_real)}
         opt_d.zero_grad()
-        d_loss.backward()
+        (d["loss/d/adv"] + lam.lambda_r1 * d["loss/d/r1"]).backward()
         opt_d.step()
+        decay = trainer.cfg.train.ema_decay
+        with torch.no_grad():  # the published moving average: one tensor at a time
+            for p_ema, p in zip(trainer.generator_ema.parameters(), G.parameters()):
+                p_ema.mul_(decay).add_(p, alpha=1 - decay)
+        return {k: v.detach() for k, v in {**g, **d}.items()}
     finally:
         for h in hooks:
             h.remove()
@@ -181,4 +272,12 @@ def format_table(rows: list[dict], header: str = "") -> str:
     lines.append(f"{'measure':<30} {'ms/step':>10} {'images/s':>10} {'peak MB':>10}")
     for r in rows:
         lines.append(f"{r['measure']:<30} {r['ms_per_step']:>10.1f} {r['images_per_s']:>10.1f} {r['peak_memory_mb']:>10.0f}")
+    return "\n".join(lines)
+
+
+def format_agreement(rows: list[dict], steps: int) -> str:
+    lines = [f"mean loss over {steps} steps from the same weights and batches",
+             f"{'term':<14} {'ours':>10} {'published':>10} {'rel. diff':>10}"]
+    for r in rows:
+        lines.append(f"{r['term']:<14} {r['ours']:>10.4g} {r['published']:>10.4g} {r['relative_difference']:>10.1%}")
     return "\n".join(lines)

@@ -5,9 +5,12 @@
     python scripts/benchmark.py --stage2 configs/stage2/cat2dog.yaml --device cuda --set train.precision=bf16
 
 Prints a table (median ms per step after warm-up, images/s, peak memory) and writes JSON. Rows:
-the data loader alone, the G step, the D step, a full step (G + D + EMA, with data) and exemplar-guided
+the data loader alone, the G step, the D step, a full step (G + D + EMA, with data), the published
+step in plain fp32 (timed in turns with the full step; their ratio is printed) and exemplar-guided
 translation. If the loader's images/s is below the full step's, training waits for data: raise
-data.num_workers. Random images at the config's size stand in for the data set.
+data.num_workers. Random images at the config's size stand in for the data set, random weights for
+missing VGG19 / IR-SE50 files. --agreement-steps N trains both steps side by side and compares
+their mean loss terms: the speed-ups must not change the results.
 """
 import argparse
 import json
@@ -15,7 +18,8 @@ import platform
 
 import torch
 
-from gpunit.benchmark import benchmark_stage1, benchmark_stage2, format_table
+from gpunit.benchmark import (benchmark_stage1, benchmark_stage2, format_agreement, format_table, loss_agreement,
+                              speedup_over_published)
 from gpunit.cli import run_main
 from gpunit.config import ConfigError, Stage1Config, Stage2Config, load_config
 from gpunit.train.common import resolve_device
@@ -31,6 +35,10 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--translate-batch", type=int, help="batch size of the translation row (default: train.batch_size)")
+    p.add_argument("--agreement-steps", type=int, default=0,
+                   help="also train this many steps of our step and of the published fp32 step side by side from "
+                        "the same weights and batches, and compare their loss terms")
     p.add_argument("--output", default="benchmark.json")
     args = p.parse_args()
     if not (args.stage1 or args.stage2):
@@ -45,15 +53,22 @@ def main() -> int:
     if cfg1:
         rows += benchmark_stage1(cfg1, device, args.steps, args.warmup)
     if cfg2:
-        rows += benchmark_stage2(cfg2, device, args.steps, args.warmup)
+        rows += benchmark_stage2(cfg2, device, args.steps, args.warmup, args.translate_batch)
+    agreement = loss_agreement(cfg2, device, args.agreement_steps) if cfg2 and args.agreement_steps > 0 else None
     cfg = cfg2 or cfg1
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size,
             "image_size": cfg.model.image_size, "precision": cfg.train.precision,
             "channels_last": cfg.train.channels_last, "compile": cfg.train.compile, "overrides": args.set + args.set1 + args.set2}
     print(format_table(rows, " ".join(f"{k}={v}" for k, v in info.items())))
+    speedup = speedup_over_published(rows)
+    if speedup is not None:
+        print(f"Stage II: {speedup:.2f}x the images/s of the published step in plain fp32 (timed in turns)")
+    if agreement:
+        print(format_agreement(agreement, args.agreement_steps))
     with open(args.output, "w") as f:
-        json.dump({"settings": info, "rows": rows}, f, indent=2)
+        json.dump({"settings": info, "rows": rows, "stage2_speedup_over_published": speedup,
+                   "loss_agreement": agreement}, f, indent=2)
     print(f"written: {args.output}")
     return 0
 

@@ -79,10 +79,21 @@ def test_benchmark_script(tmp_path):
               "model.disc_max_channels=16"]
     result = subprocess.run([sys.executable, "scripts/benchmark.py", "--stage2", "configs/stage2/synthetic.yaml",
                              "--stage1", "configs/stage1/synthetic.yaml", "--set", *common, "--set2", *stage2, "--steps", "1",
-                             "--warmup", "0", "--device", "cpu", "--output", str(out)],
+                             "--warmup", "0", "--device", "cpu", "--agreement-steps", "2", "--translate-batch", "3",
+                             "--output", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = {r["measure"]: r for r in json.loads(out.read_text())["rows"]}
-    assert {"stage1 step (data)", "stage2 G step", "stage2 D step", "stage2 loader", "translate (exemplar)",
-            "stage2 step, published code"} <= set(rows)
+    report = json.loads(out.read_text())
+    rows = {r["measure"]: r for r in report["rows"]}
+    assert {"stage1 step (data)", "stage2 G step", "stage2 D step", "stage2 loader", "translate (exemplar, batch 3)",
+            "stage2 step (G+D+EMA, data)", "stage2 step, published fp32"} <= set(rows)
     assert all(r["ms_per_step"] > 0 and r["images_per_s"] > 0 for r in rows.values())
+    speedup = rows["stage2 step (G+D+EMA, data)"]["images_per_s"] / rows["stage2 step, published fp32"]["images_per_s"]
+    assert report["stage2_speedup_over_published"] == pytest.approx(speedup)
+    assert f"{speedup:.2f}x the images/s of the published step" in result.stdout
+    # the published step and ours, side by side from the same weights, report the same loss terms
+    agreement = {r["term"]: r for r in report["loss_agreement"]}
+    assert set(agreement) == {"loss/g/adv", "loss/g/con", "loss/g/sty", "loss/g/msk", "loss/g/rec", "loss/d/adv",
+                              "loss/d/r1"}
+    assert agreement["loss/d/adv"]["relative_difference"] < 0.05  # two steps: still close to log(4)
+    assert "rel. diff" in result.stdout

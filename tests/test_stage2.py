@@ -1,4 +1,5 @@
 """Stage II: one G/D step, gradients, exact resume, the style sampler, the script end to end."""
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 import gpunit
+from gpunit import losses
 from gpunit.checkpoints import save_content_encoder
 from gpunit.config import Stage2Config, load_config
 from gpunit.models import ContentEncoder, StyleSampler
@@ -52,6 +54,40 @@ def test_one_step_gradients(tiny_synthetic, tmp_path, encoder_file):
     # EMA moved towards G but is not G
     g, ema = trainer.generator.state_dict(), trainer.generator_ema.state_dict()
     assert any(not torch.equal(g[k], ema[k]) for k in g)
+
+
+def test_discriminator_calls_match_one_batched_call(tiny_synthetic, tmp_path, encoder_file):
+    """The steps score fakes and reals in separate D calls sharing one spectral-norm weight; the
+    published code scores torch.cat([fake, real]) in one call. Same losses, same D gradients, same
+    power-iteration state (one iteration per step, not two)."""
+    trainer = Stage2Trainer(tiny_config(tiny_synthetic, tmp_path, encoder_file,
+                                        **{"train.reuse_translation_for_d": "true"}), torch.device("cpu"))
+    lam, D = trainer.cfg.loss, trainer.discriminator
+    b = trainer.next_batch(1)
+
+    reference = copy.deepcopy(D).requires_grad_(False)
+    out = trainer.g_step(b)
+    logits, f_d = reference(torch.cat([b["y_hat"], b["y"]]), lam.style_layer)
+    assert torch.allclose(out["loss/g/adv"], losses.adv_loss(logits.chunk(2)[0], real=True), atol=1e-5)
+    assert torch.allclose(out["loss/g/sty"], losses.style_loss(*f_d.chunk(2)), atol=1e-5)
+    assert_same_buffers(D, reference)
+
+    reference = copy.deepcopy(D).requires_grad_(True)
+    out = trainer.d_step(b)
+    y_real = b["y"].detach().requires_grad_(True)
+    fake_logits, real_logits = reference(torch.cat([b["y_hat"], y_real]))[0].chunk(2)
+    adv = losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False)
+    r1 = losses.r1_penalty(real_logits, y_real)
+    (adv + lam.lambda_r1 * r1).backward()
+    assert torch.allclose(out["loss/d/adv"], adv, atol=1e-5) and torch.allclose(out["loss/d/r1"], r1, rtol=1e-4)
+    for (name, p), q in zip(D.named_parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-6), name
+    assert_same_buffers(D, reference)
+
+
+def assert_same_buffers(net, reference):
+    for (name, a), b in zip(net.named_buffers(), reference.buffers()):
+        assert torch.allclose(a, b, atol=1e-6), name
 
 
 def test_ablations_switch(tiny_synthetic, tmp_path, encoder_file):

@@ -118,9 +118,12 @@ class IdentityLoss(nn.Module):
     The backbone is frozen and stays in eval mode even when a parent module calls ``.train()``.
     """
 
-    def __init__(self, weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                 facenet: IRSE50 | None = None):
+        """``facenet`` (tests, benchmarks) skips the file lookup."""
         super().__init__()
-        self.facenet = load_irse50(weights_path).requires_grad_(False).eval()
+        facenet = load_irse50(weights_path) if facenet is None else facenet
+        self.facenet = facenet.requires_grad_(False).eval()
         self.to(device)
 
     def train(self, mode: bool = True):

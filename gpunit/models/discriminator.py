@@ -47,10 +47,18 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, style_layer: int | None = None):
         """Returns (logits (N,), f_D (N, C)): channel means after ``style_layer`` modules of
         ``self.model`` (default: all of them; the paper uses 4, or 5 for human faces)."""
-        style_layer = len(self.model) if style_layer is None else style_layer
-        if not 1 <= style_layer <= len(self.model):
-            raise ValueError(f"style_layer must be in 1..{len(self.model)}, got {style_layer}")
+        style_layer = self._check_style_layer(style_layer)
         feat = self.model[:style_layer](x)
         style_feat = feat.mean(dim=(2, 3))
         feat = self.model[style_layer:](feat)
         return self.linear(feat).view(-1), style_feat
+
+    def style_features(self, x: torch.Tensor, style_layer: int) -> torch.Tensor:
+        """f_D alone: only the first ``style_layer`` modules run (the style loss's real side)."""
+        return self.model[:self._check_style_layer(style_layer)](x).mean(dim=(2, 3))
+
+    def _check_style_layer(self, style_layer: int | None) -> int:
+        style_layer = len(self.model) if style_layer is None else style_layer
+        if not 1 <= style_layer <= len(self.model):
+            raise ValueError(f"style_layer must be in 1..{len(self.model)}, got {style_layer}")
+        return style_layer

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 from torchvision.utils import make_grid
 
 from gpunit import losses
@@ -146,9 +147,12 @@ class Stage2Trainer:
             s_y = G.style_encoder(b["y_style"])
             y_hat, masks = G(b["c_x"], s_y)                                          # y_hat = G(Ec(x), Es(y))
             y_bar, _ = G(b["c_y"], s_y, use_skip=lam.use_allskip)                    # y_bar = G(Ec(y), Es(y))
-            logits, f_d = D(torch.cat([y_hat, b["y"]]), lam.style_layer)
-            fake_logits, _ = logits.chunk(2)
-            f_fake, f_real = f_d.chunk(2)
+            # D scores y_hat in full; of the real image only f_D is needed, without gradient. One
+            # spectral-norm weight (and power iteration) serves both calls, as one batched call would.
+            with parametrize.cached():
+                fake_logits, f_fake = D(y_hat, lam.style_layer)
+                with torch.no_grad():
+                    f_real = D.style_features(b["y"], lam.style_layer)
             g = {
                 "loss/g/adv": losses.adv_loss(fake_logits, real=True),                     # L_adv (Eq. 3)
                 "loss/g/con": losses.content_loss(self.encoder(y_hat), b["c_x"][0]),      # L_con (Eq. 5)
@@ -181,8 +185,10 @@ class Stage2Trainer:
                 with torch.no_grad():
                     y_fake, _ = G(b["c_x"], G.style_encoder(b["y_style"]))
             y_real = b["y"].detach().requires_grad_(True)
-            logits, _ = D(torch.cat([y_fake.detach(), y_real]))
-            fake_logits, real_logits = logits.float().chunk(2)
+            # Separate calls sharing one spectral-norm weight: R1's double backward then covers the
+            # real images only.
+            with parametrize.cached():
+                fake_logits, real_logits = D(y_fake.detach())[0].float(), D(y_real)[0].float()
             d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False),
                  "loss/d/r1": losses.r1_penalty(real_logits, y_real, self.scaler.get_scale()
                                                 if self.scaler.is_enabled() else 1.0)}
