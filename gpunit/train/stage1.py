@@ -52,6 +52,7 @@ class Stage1Trainer:
         speed.prepare_module(self.model, t.channels_last)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = speed.adam(self.params, t.lr, t.betas, t.weight_decay, device)
+        speed.tune_backends(device)
         self.autocast = speed.autocast(device, t.precision)
         self.scaler = speed.grad_scaler(device, t.precision)
         speed.maybe_compile(self.model, t.compile)

@@ -87,6 +87,7 @@ class Stage2Trainer:
         self.d_params = list(self.discriminator.parameters())
         self.opt_g = speed.adam(self.g_params, t.lr, t.betas, t.weight_decay, device)
         self.opt_d = speed.adam(self.d_params, t.lr, t.betas, t.weight_decay, device)
+        speed.tune_backends(device)
         self.autocast = speed.autocast(device, t.precision)
         self.scaler = speed.grad_scaler(device, t.precision)
         # D stays eager: R1 needs a double backward, which torch.compile's autograd does not support.
