@@ -121,12 +121,12 @@ def benchmark_stage2(cfg: Stage2Config, device: torch.device, steps: int = 10, w
         rows.append(_row(STAGE2_STEP, paired["ours"], 2 * batch, device))
         rows.append(_row(PUBLISHED_STEP, paired["published"], 2 * batch, device))
 
-        translator = Translator(trainer.encoder, trainer.generator_ema, trainer.sampler).to(device)
+        translator = Translator(trainer.encoder, trainer.generator_ema, trainer.sampler,
+                                cfg.train.precision).to(device)
         n = translate_batch or batch
         x = b["x"].repeat((n + batch - 1) // batch, 1, 1, 1)[:n]
-        with trainer.autocast():
-            times = _timed(lambda: translator.translate(x, style=x), steps, warmup, device)
-        rows.append(_row(f"translate (exemplar, batch {n})", times, n, device))
+        rows.append(_row(f"translate (exemplar, batch {n})", _timed(lambda: translator.translate(x, style=x), steps,
+                                                                     warmup, device), n, device))
     return rows
 
 

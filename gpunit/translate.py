@@ -5,7 +5,8 @@
     y_hat = translator.translate(x, num_styles=4, seed=0)  # latent-guided: styles from the sampler
 
 Images are (N, 3, H, W) tensors in [-1, 1]; inputs of another size are resized (bilinear) to the
-model's size.
+model's size. ``precision="bf16"`` (or ``"fp16"``) runs the networks under autocast, for speed on
+GPUs; outputs are always float32.
 """
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ import torch.nn.functional as F
 
 from gpunit.checkpoints import check_compatible, load_translator_parts
 from gpunit.models import ContentEncoder, Generator, StyleSampler
+from gpunit.train import speed
 
 
 class Translator(nn.Module):
     def __init__(self, content_encoder: ContentEncoder, generator: Generator,
-                 sampler: StyleSampler | None = None):
+                 sampler: StyleSampler | None = None, precision: str = "fp32"):
         super().__init__()
         check_compatible(content_encoder, generator)
+        speed.check_precision(precision, "the translator's precision")
+        self.precision = precision
         self.content_encoder = content_encoder
         self.generator = generator
         self.sampler = sampler
@@ -43,15 +47,26 @@ class Translator(nn.Module):
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         return images
 
+    def _autocast(self):
+        return speed.autocast(self.device, self.precision)()
+
     @torch.no_grad()
     def content_features(self, content: torch.Tensor) -> list[torch.Tensor]:
         """Ec(x) with all intermediate maps, deepest first (what G and its skip layers read)."""
-        return self.content_encoder(self._prepare(content), all_features=True)
+        with self._autocast():
+            return self.content_encoder(self._prepare(content), all_features=True)
 
     @torch.no_grad()
     def style_codes(self, style: torch.Tensor) -> torch.Tensor:
         """Es(y): (N, style_dim)."""
-        return self.generator.style_encoder(self._prepare(style))
+        with self._autocast():
+            return self.generator.style_encoder(self._prepare(style)).float()
+
+    @torch.no_grad()
+    def generate(self, features: list[torch.Tensor], codes: torch.Tensor, use_skip=True) -> torch.Tensor:
+        """G(features, s): images (N, 3, S, S) from content features and style codes."""
+        with self._autocast():
+            return self.generator(features, codes.to(self.device), use_skip=use_skip)[0].float()
 
     @torch.no_grad()
     def sample_styles(self, n: int, seed: int | None = None) -> torch.Tensor:
@@ -66,7 +81,7 @@ class Translator(nn.Module):
     @torch.no_grad()
     def translate_codes(self, content: torch.Tensor, codes: torch.Tensor, use_skip=True) -> torch.Tensor:
         """G(Ec(x), s) for given style codes (N, style_dim), one per content image."""
-        return self.generator(self.content_features(content), codes.to(self.device), use_skip=use_skip)[0]
+        return self.generate(self.content_features(content), codes, use_skip=use_skip)
 
     @torch.no_grad()
     def translate(self, content: torch.Tensor, style: torch.Tensor | None = None, num_styles: int = 1,
@@ -84,11 +99,12 @@ class Translator(nn.Module):
         codes = self.sample_styles(content.shape[0] * num_styles, seed)
         features = [f.repeat_interleave(num_styles, dim=0)  # Ec once per content image
                     for f in self.content_features(content)]
-        return self.generator(features, codes)[0]
+        return self.generate(features, codes)
 
 
-def load_translator(generator: str, content_encoder: str | None = None, device: str | torch.device = "cpu") -> Translator:
+def load_translator(generator: str, content_encoder: str | None = None, device: str | torch.device = "cpu",
+                    precision: str = "fp32") -> Translator:
     """A Translator from our exported file, or from a published Stage II file (``{"g_ema",
     "sampler"}``) plus the published ``content_encoder.pt``."""
     encoder, gen, sampler = load_translator_parts(generator, content_encoder)
-    return Translator(encoder, gen, sampler).to(device)
+    return Translator(encoder, gen, sampler, precision).to(device)

@@ -139,7 +139,7 @@ def translate_pairs(translator: Translator, content: torch.Tensor, codes: torch.
         batch = pairs[start:start + batch_size]
         ci = torch.tensor([i for i, _ in batch], device=translator.device)
         si = torch.tensor([j for _, j in batch], device=codes.device)
-        yield translator.generator([f[ci] for f in features], codes[si].to(translator.device))[0]
+        yield translator.generate([f[ci] for f in features], codes[si])
 
 
 # ----------------------------------------------------------------------------- planning

@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--num-styles", type=int, help="sampled styles per content image (latent-guided; default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled styles and the random pairing")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="bf16/fp16: autocast on GPUs, faster (default fp32)")
     parser.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu", "cuda", "cuda:N"')
     parser.add_argument("--resize", choices=RESIZE_POLICIES, default="shortside_crop",
                         help="shortside_crop: resize the short side and centre-crop; stretch; pad (black borders)")
@@ -44,7 +46,8 @@ def main() -> int:
     if args.style is None and args.style_pairing != "all":
         parser.error("--style-pairing needs style images (--style)")
 
-    translator = load_translator(args.checkpoint, args.content_encoder, device=resolve_device(args.device))
+    translator = load_translator(args.checkpoint, args.content_encoder, device=resolve_device(args.device),
+                                 precision=args.precision)
     summary = translate_folder(translator, args.input, args.output, style=args.style,
                                style_pairing=args.style_pairing, num_styles=args.num_styles or 1, seed=args.seed,
                                batch_size=args.batch_size, resize=args.resize, grid=not args.no_grid,

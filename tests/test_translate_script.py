@@ -311,3 +311,25 @@ def test_script_subprocess(checkpoint, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "translated 2 image(s)" in done.stdout
     assert names(tmp_path / "out") == {"a__s.png", "a__grid.png", "sub/b__s.png", "sub/b__grid.png"}
+
+
+def test_bf16_translation_tracks_fp32(checkpoint, tmp_path):
+    """precision="bf16" runs the networks under autocast: float32 out, within bf16 rounding of fp32,
+    and the same for whole folders through the script."""
+    x = torch.rand(3, 3, SIZE, SIZE) * 2 - 1
+    fp32 = gpunit.load_translator(str(checkpoint))
+    bf16 = gpunit.load_translator(str(checkpoint), precision="bf16")
+    a, b = fp32.translate(x, style=x.flip(0)), bf16.translate(x, style=x.flip(0))
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    assert (a - b).abs().mean() < 0.02
+    latent = bf16.translate(x, num_styles=2, seed=0)
+    assert latent.dtype == torch.float32 and (latent - fp32.translate(x, num_styles=2, seed=0)).abs().mean() < 0.02
+    with pytest.raises(ValueError, match="precision"):
+        gpunit.load_translator(str(checkpoint), precision="int8")
+
+    src = folder(tmp_path / "in", ["a.png"])
+    done = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", str(checkpoint), "--input", str(src),
+                           "--output", str(tmp_path / "out"), "--device", "cpu", "--precision", "bf16"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "a__s0.png").is_file()

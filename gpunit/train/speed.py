@@ -9,9 +9,9 @@ import torch.nn as nn
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_precision(precision: str) -> None:
+def check_precision(precision: str, option: str = "train.precision") -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {sorted(PRECISIONS)}, got '{precision}'")
+        raise ValueError(f"{option} must be one of {sorted(PRECISIONS)}, got '{precision}'")
 
 
 def autocast(device: torch.device, precision: str):
