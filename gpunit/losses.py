@@ -24,7 +24,8 @@ def adv_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
 
 
-def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor, loss_scale: float = 1.0) -> torch.Tensor:
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor,
+               loss_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """Zero-centred gradient penalty on real images: 0.5 * E ||grad_y D(y)||^2 (Mescheder et al., 2018).
 
     ``loss_scale`` (fp16 training) scales the logits before differentiating so that small

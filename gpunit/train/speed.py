@@ -28,6 +28,12 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
+def loss_scale(scaler: torch.amp.GradScaler, device: torch.device) -> torch.Tensor:
+    """The scaler's current loss scale as a tensor (1 when scaling is off), read without the
+    device sync of ``scaler.get_scale()``."""
+    return scaler.scale(torch.ones((), device=device))
+
+
 def adam(params, lr: float, betas, weight_decay: float, device: torch.device) -> torch.optim.Adam:
     """Adam with the fused kernel on CUDA (one launch for all parameters), foreach elsewhere."""
     fused = device.type == "cuda"

@@ -191,8 +191,7 @@ class Stage2Trainer:
             with parametrize.cached():
                 fake_logits, real_logits = D(y_fake.detach())[0].float(), D(y_real)[0].float()
             d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False),
-                 "loss/d/r1": losses.r1_penalty(real_logits, y_real, self.scaler.get_scale()
-                                                if self.scaler.is_enabled() else 1.0)}
+                 "loss/d/r1": losses.r1_penalty(real_logits, y_real, speed.loss_scale(self.scaler, self.device))}
             d_total = d["loss/d/adv"] + self.cfg.loss.lambda_r1 * d["loss/d/r1"]
         self.step_optimizer(self.opt_d, d_total, self.d_params)
         return {k: v.detach() for k, v in d.items()}
