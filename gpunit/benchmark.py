@@ -81,19 +81,23 @@ def _random_images(folder: Path, count: int, size: int, seed: int, mask: bool = 
 @contextlib.contextmanager
 def stage2_trainers(cfg: Stage2Config, device: torch.device):
     """(ours, reference): a Stage II trainer as configured and one in plain fp32 (no autocast,
-    channels_last or compile) for the published step, with the same initial weights, on a throw-away
-    set of random images and a random content encoder of the configured widths."""
+    channels_last or compile) for the published step, with the same initial weights and a random
+    content encoder of the configured widths. They read the config's image folders when these exist
+    (so the loader row measures the real decoding), else a throw-away set of random images."""
     from gpunit.train.stage2 import Stage2Trainer
 
     cfg = copy.deepcopy(cfg)
     size, batch = cfg.model.image_size, cfg.train.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        count = max(2 * batch, 8)
-        _random_images(tmp / "source", count, size, 0)
-        _random_images(tmp / "target", count, size, 1)
-        cfg.data.source, cfg.data.target = [str(tmp / "source")], [str(tmp / "target")]
-        cfg.data.source_counts = cfg.data.target_counts = []
+        folders = cfg.data.source + cfg.data.target
+        if not folders or not all(Path(f).is_dir() for f in folders):
+            log.info("data folders not found: timing on random %dx%d images", size, size)
+            count = max(2 * batch, 8)
+            _random_images(tmp / "source", count, size, 0)
+            _random_images(tmp / "target", count, size, 1)
+            cfg.data.source, cfg.data.target = [str(tmp / "source")], [str(tmp / "target")]
+            cfg.data.source_counts = cfg.data.target_counts = []
         m = cfg.model
         cfg.content_encoder = str(save_content_encoder(
             ContentEncoder(m.image_size, m.content_size, m.base_channels, m.max_channels), tmp / "ec.pt"))

@@ -8,8 +8,8 @@ Prints a table (median ms per step after warm-up, images/s, peak memory) and wri
 the data loader alone, the G step, the D step, a full step (G + D + EMA, with data), the published
 step in plain fp32 (timed in turns with the full step; their ratio is printed) and exemplar-guided
 translation. If the loader's images/s is below the full step's, training waits for data: raise
-data.num_workers. Random images at the config's size stand in for the data set, random weights for
-missing VGG19 / IR-SE50 files. --agreement-steps N trains both steps side by side and compares
+data.num_workers. The config's Stage II image folders are read when they exist, else random images
+at the config's size stand in; random weights stand in for missing VGG19 / IR-SE50 files. --agreement-steps N trains both steps side by side and compares
 their mean loss terms: the speed-ups must not change the results.
 """
 import argparse

@@ -97,3 +97,21 @@ def test_benchmark_script(tmp_path):
                               "loss/d/r1"}
     assert agreement["loss/d/adv"]["relative_difference"] < 0.05  # two steps: still close to log(4)
     assert "rel. diff" in result.stdout
+
+
+def test_benchmark_reads_the_configs_folders_when_present(tiny_synthetic, tmp_path):
+    from gpunit.benchmark import stage2_trainers
+    from gpunit.config import Stage2Config, load_config
+
+    sets = ["model.base_channels=8", "model.max_channels=16", "model.style_base_channels=8", "model.style_dim=16",
+            "model.style_hidden=8", "model.disc_base_channels=8", "model.disc_max_channels=16",
+            "train.batch_size=2", "data.num_workers=0"]
+    source = tiny_synthetic / "domains" / "ellipse" / "train"
+    cfg = load_config(REPO / "configs/stage2/synthetic.yaml", Stage2Config,
+                      sets + [f"data.source=[{source}]", f"data.target=[{tiny_synthetic}/domains/star/train]"])
+    with stage2_trainers(cfg, torch.device("cpu")) as (ours, reference):
+        assert all(Path(p).parent == source for p in ours.dataset.source)
+        assert reference.cfg.train.precision == "fp32" and not reference.cfg.train.channels_last
+    cfg.data.source = [str(tmp_path / "not_there")]
+    with stage2_trainers(cfg, torch.device("cpu")) as (ours, _):
+        assert all(Path(p).parent.name == "source" for p in ours.dataset.source)  # random stand-ins
