@@ -4,6 +4,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -310,3 +312,23 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_training_needs_no_evaluation_packages():
+    """Training, translation and the benchmark import without pytorch-fid, lpips and
+    pytorch-pretrained-biggan (a GPU box may lack them; they are needed only to evaluate or to
+    generate BigGAN pairs)."""
+    code = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in {'lpips', 'pytorch_fid', 'pytorch_pretrained_biggan'}:\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import gpunit.train.stage1, gpunit.train.stage2, gpunit.benchmark, gpunit.translate_folder\n"
+        "print('imported')\n"
+        "import pytorch_fid  # the block works\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "imported", result.stderr[-1500:]
+    assert "ImportError: blocked pytorch_fid" in result.stderr
