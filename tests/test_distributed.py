@@ -70,3 +70,22 @@ def test_indivisible_global_batch_is_explained(setup, tmp_path):
            "train.batch_size=3", "train.iterations=1"]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "does not divide by the 2 processes" in result.stderr
+
+
+def test_gpu_jobs_get_nccl_for_tensors_and_gloo_for_cpu_agreements(monkeypatch):
+    """On GPUs the gradients go over NCCL, but the per-step stop agreement is a CPU tensor, which
+    NCCL cannot carry: the process group must have gloo for CPU tensors too."""
+    from gpunit.train import distributed
+
+    calls = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.setdefault("device", device))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: calls.setdefault("backend", backend))
+    assert distributed.init_from_env("auto") == torch.device("cuda", 1)
+    assert calls == {"device": torch.device("cuda", 1), "backend": "cpu:gloo,cuda:nccl"}
+    calls.clear()
+    assert distributed.init_from_env("cpu") == torch.device("cpu")
+    assert calls == {"backend": "gloo"}

@@ -36,13 +36,17 @@ def init_from_env(device_spec: str = "auto") -> torch.device | None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     use_cuda = torch.cuda.is_available() and device_spec != "cpu"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
     if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # NCCL for the gradients on GPUs; gloo for the small CPU-side agreements (any_process), which
+        # NCCL cannot carry and which then need no GPU sync.
+        dist.init_process_group(BACKENDS[use_cuda], timeout=timedelta(minutes=30))
+    return device
+
+
+BACKENDS = {True: "cpu:gloo,cuda:nccl", False: "gloo"}
 
 
 def local_batch(global_batch: int) -> int:
