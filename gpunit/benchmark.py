@@ -193,6 +193,7 @@ def published_step(trainer, b: dict) -> dict[str, torch.Tensor]:
     (R1's double backward through both), the translation recomputed for the D step, plain
     (for-loop) Adam and moving average, fp32. Returns the loss terms under our tags."""
     from gpunit import losses
+    from gpunit.train.stage2 import generator_loss_weights
 
     G, D, Ec, lam = trainer.generator, trainer.discriminator, trainer.encoder, trainer.cfg.loss
     if not hasattr(trainer, "plain_adam"):
@@ -218,10 +219,9 @@ def published_step(trainer, b: dict) -> dict[str, torch.Tensor]:
              "loss/g/sty": losses.style_loss(f_fake, f_real),
              "loss/g/msk": losses.mask_loss(masks),
              "loss/g/rec": torch.nn.functional.l1_loss(y_bar, y) + losses.perceptual(trainer.vgg, y_bar, y)}
-        weights = {"loss/g/adv": lam.lambda_adv, "loss/g/con": lam.lambda_con, "loss/g/sty": lam.lambda_sty,
-                   "loss/g/msk": lam.lambda_msk, "loss/g/rec": lam.lambda_rec}
         if trainer.identity is not None and lam.lambda_id > 0:
-            g["loss/g/id"], weights["loss/g/id"] = trainer.identity(y_hat, y), lam.lambda_id
+            g["loss/g/id"] = trainer.identity(y_hat, y)
+        weights = generator_loss_weights(lam)
         opt_g.zero_grad()
         sum(weights[k] * v for k, v in g.items()).backward()
         opt_g.step()

@@ -42,11 +42,8 @@ def init_from_env(device_spec: str = "auto") -> torch.device | None:
     if not dist.is_initialized():
         # NCCL for the gradients on GPUs; gloo for the small CPU-side agreements (any_process), which
         # NCCL cannot carry and which then need no GPU sync.
-        dist.init_process_group(BACKENDS[use_cuda], timeout=timedelta(minutes=30))
+        dist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
     return device
-
-
-BACKENDS = {True: "cpu:gloo,cuda:nccl", False: "gloo"}
 
 
 def local_batch(global_batch: int) -> int:

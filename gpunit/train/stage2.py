@@ -24,7 +24,7 @@ from torchvision.utils import make_grid
 
 from gpunit import losses
 from gpunit.checkpoints import check_compatible, export_published_stage2, load_content_encoder, save_translator
-from gpunit.config import Stage2Config, config_to_dict
+from gpunit.config import Stage2Config, Stage2LossConfig, config_to_dict
 from gpunit.data.datasets import ImageFolderDataset, UnpairedDataset, make_loader
 from gpunit.models import ContentEncoder, Discriminator, Generator, StyleSampler
 from gpunit.nn import init_weights
@@ -50,6 +50,12 @@ def build_content_encoder(cfg: Stage2Config) -> ContentEncoder:
         raise ValueError(f"the content encoder {cfg.content_encoder} was built for {encoder.image_size}px images "
                          f"but model.image_size is {m.image_size}; set model.image_size={encoder.image_size}")
     return encoder.requires_grad_(False).eval()  # frozen: no spectral-norm power iteration either
+
+
+def generator_loss_weights(lam: Stage2LossConfig) -> dict[str, float]:
+    """The lambda of each G loss term: l1 L_con, l2 L_sty, l3 L_msk, l4 L_rec (and l_id L_id)."""
+    return {"loss/g/adv": lam.lambda_adv, "loss/g/con": lam.lambda_con, "loss/g/sty": lam.lambda_sty,
+            "loss/g/msk": lam.lambda_msk, "loss/g/rec": lam.lambda_rec, "loss/g/id": lam.lambda_id}
 
 
 class Stage2Trainer:
@@ -161,11 +167,9 @@ class Stage2Trainer:
                 "loss/g/msk": losses.mask_loss(masks).to(y_hat.device),                    # L_msk (Eq. 6)
                 "loss/g/rec": F.l1_loss(y_bar, b["y"]) + losses.perceptual(self.vgg, y_bar, b["y"]),  # L_rec
             }
-            weights = {"loss/g/adv": lam.lambda_adv, "loss/g/con": lam.lambda_con, "loss/g/sty": lam.lambda_sty,
-                       "loss/g/msk": lam.lambda_msk, "loss/g/rec": lam.lambda_rec}
             if self.identity is not None and lam.lambda_id > 0:
                 g["loss/g/id"] = self.identity(y_hat, b["y"])
-                weights["loss/g/id"] = lam.lambda_id
+            weights = generator_loss_weights(lam)
             g_total = sum(weights[k] * v.float() for k, v in g.items())
         self.step_optimizer(self.opt_g, g_total, self.g_params)
         D.requires_grad_(True)
