@@ -1,8 +1,8 @@
 """Speed measurements: Stage I step, Stage II step (G, D, both), the data loader, and translation.
 
-Each measurement runs the real trainer code on a small throw-away data set of random images at
-the config's resolution (so the paper's configs can be timed without their data), times
-``steps`` iterations after ``warmup`` and reports the median milliseconds per step and images per
+Each measurement runs the real trainer code, on the config's Stage II image folders when they
+exist or else on a small throw-away set of random images at the config's resolution (so the
+paper's configs can be timed without their data), times ``steps`` iterations after ``warmup`` and reports the median milliseconds per step and images per
 second (synchronised on CUDA), plus peak memory (CUDA max allocated, or the process's RSS on CPU).
 """
 from __future__ import annotations
@@ -111,38 +111,38 @@ def stage2_trainers(cfg: Stage2Config, device: torch.device):
         yield tuple(trainers)
 
 
-def benchmark_stage2(cfg: Stage2Config, device: torch.device, steps: int = 10, warmup: int = 3,
+def benchmark_stage2(trainer, reference, steps: int = 10, warmup: int = 3,
                      translate_batch: int | None = None) -> list[dict]:
+    """Timing rows for the trainers of :func:`stage2_trainers`."""
+    cfg, device = trainer.cfg, trainer.device
     batch = cfg.train.batch_size
-    with stage2_trainers(cfg, device) as (trainer, reference):
-        step = iter(range(1, 1_000_000))
-        rows = [_row("stage2 loader", _timed(lambda: next(trainer.loader), steps, warmup, device), 2 * batch, device)]
-        b, b_plain = trainer.next_batch(0), reference.next_batch(0)
-        rows.append(_row("stage2 G step", _timed(lambda: trainer.g_step(b), steps, warmup, device), 2 * batch, device))
-        rows.append(_row("stage2 D step", _timed(lambda: trainer.d_step(b), steps, warmup, device), 2 * batch, device))
-        paired = _timed_in_turns({"ours": lambda: trainer.train_step(next(step)),
-                                  "published": lambda: published_step(reference, b_plain)}, steps, warmup, device)
-        rows.append(_row(STAGE2_STEP, paired["ours"], 2 * batch, device))
-        rows.append(_row(PUBLISHED_STEP, paired["published"], 2 * batch, device))
+    step = iter(range(1, 1_000_000))
+    rows = [_row("stage2 loader", _timed(lambda: next(trainer.loader), steps, warmup, device), 2 * batch, device)]
+    b, b_plain = trainer.next_batch(0), reference.next_batch(0)
+    rows.append(_row("stage2 G step", _timed(lambda: trainer.g_step(b), steps, warmup, device), 2 * batch, device))
+    rows.append(_row("stage2 D step", _timed(lambda: trainer.d_step(b), steps, warmup, device), 2 * batch, device))
+    paired = _timed_in_turns({"ours": lambda: trainer.train_step(next(step)),
+                              "published": lambda: published_step(reference, b_plain)}, steps, warmup, device)
+    rows.append(_row(STAGE2_STEP, paired["ours"], 2 * batch, device))
+    rows.append(_row(PUBLISHED_STEP, paired["published"], 2 * batch, device))
 
-        translator = Translator(trainer.encoder, trainer.generator_ema, trainer.sampler,
-                                cfg.train.precision).to(device)
-        n = translate_batch or batch
-        x = b["x"].repeat((n + batch - 1) // batch, 1, 1, 1)[:n]
-        rows.append(_row(f"translate (exemplar, batch {n})", _timed(lambda: translator.translate(x, style=x), steps,
-                                                                     warmup, device), n, device))
+    translator = Translator(trainer.encoder, trainer.generator_ema, trainer.sampler,
+                            cfg.train.precision).to(device)
+    n = translate_batch or batch
+    x = b["x"].repeat((n + batch - 1) // batch, 1, 1, 1)[:n]
+    rows.append(_row(f"translate (exemplar, batch {n})", _timed(lambda: translator.translate(x, style=x), steps,
+                                                                 warmup, device), n, device))
     return rows
 
 
-def loss_agreement(cfg: Stage2Config, device: torch.device, steps: int = 20) -> list[dict]:
-    """Our step as configured and the published fp32 step, run side by side from the same initial
-    weights on the same batches: each loss term's mean over ``steps`` both ways and the difference
-    relative to the published value's magnitude."""
-    with stage2_trainers(cfg, device) as (trainer, reference):
-        ours, published = [], []
-        for step in range(1, steps + 1):
-            ours.append(trainer.train_step(step))
-            published.append(published_step(reference, reference.next_batch(step)))
+def loss_agreement(trainer, reference, steps: int = 20) -> list[dict]:
+    """Our step as configured and the published fp32 step, run side by side on the fresh trainers of
+    :func:`stage2_trainers` (same initial weights) on the same batches: each loss term's mean over
+    ``steps`` both ways and the difference relative to the published value's magnitude."""
+    ours, published = [], []
+    for step in range(1, steps + 1):
+        ours.append(trainer.train_step(step))
+        published.append(published_step(reference, reference.next_batch(step)))
     rows = []
     for tag in published[0]:
         a = statistics.fmean(float(o[tag]) for o in ours)

@@ -9,8 +9,9 @@ the data loader alone, the G step, the D step, a full step (G + D + EMA, with da
 step in plain fp32 (timed in turns with the full step; their ratio is printed) and exemplar-guided
 translation. If the loader's images/s is below the full step's, training waits for data: raise
 data.num_workers. The config's Stage II image folders are read when they exist, else random images
-at the config's size stand in; random weights stand in for missing VGG19 / IR-SE50 files. --agreement-steps N trains both steps side by side and compares
-their mean loss terms: the speed-ups must not change the results.
+at the config's size stand in; random weights stand in for missing VGG19 / IR-SE50 files.
+--agreement-steps N first trains our step and the published one side by side from the same weights
+and compares their mean loss terms: the speed-ups must not change the results.
 """
 import argparse
 import json
@@ -19,7 +20,7 @@ import platform
 import torch
 
 from gpunit.benchmark import (benchmark_stage1, benchmark_stage2, format_agreement, format_table, loss_agreement,
-                              speedup_over_published)
+                              speedup_over_published, stage2_trainers)
 from gpunit.cli import run_main
 from gpunit.config import ConfigError, Stage1Config, Stage2Config, load_config
 from gpunit.train.common import resolve_device
@@ -52,9 +53,12 @@ def main() -> int:
         p.error(str(err))
     if cfg1:
         rows += benchmark_stage1(cfg1, device, args.steps, args.warmup)
+    agreement = None
     if cfg2:
-        rows += benchmark_stage2(cfg2, device, args.steps, args.warmup, args.translate_batch)
-    agreement = loss_agreement(cfg2, device, args.agreement_steps) if cfg2 and args.agreement_steps > 0 else None
+        with stage2_trainers(cfg2, device) as (ours, reference):
+            if args.agreement_steps > 0:  # on the fresh networks, before timing trains them
+                agreement = loss_agreement(ours, reference, args.agreement_steps)
+            rows += benchmark_stage2(ours, reference, args.steps, args.warmup, args.translate_batch)
     cfg = cfg2 or cfg1
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size,

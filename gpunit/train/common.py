@@ -133,10 +133,8 @@ def preserved_rng_state() -> Iterator[None]:
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """``ema = decay * ema + (1 - decay) * model`` for parameters; buffers (BN statistics) are copied."""
-    ema_params, params = list(ema.parameters()), list(model.parameters())
-    if len(ema_params) != len(params):
-        raise ValueError(f"EMA copy has {len(ema_params)} parameters, the model {len(params)}")
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # one kernel for all tensors on CUDA
+    # one kernel for all tensors on CUDA; lists of different lengths raise
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 
