@@ -39,10 +39,15 @@ class Translator(nn.Module):
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (float32; float64 after ``.double()``, for numerical checks)."""
+        return next(self.generator.parameters()).dtype
+
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-        images = images.to(self.device, torch.float32)
+        images = images.to(self.device, self.dtype)
         if images.shape[-2:] != (self.image_size, self.image_size):
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         return images
@@ -66,7 +71,7 @@ class Translator(nn.Module):
     def generate(self, features: list[torch.Tensor], codes: torch.Tensor, use_skip=True) -> torch.Tensor:
         """G(features, s): images (N, 3, S, S) from content features and style codes."""
         with self._autocast():
-            return self.generator(features, codes.to(self.device), use_skip=use_skip)[0].float()
+            return self.generator(features, codes.to(self.device, self.dtype), use_skip=use_skip)[0].float()
 
     @torch.no_grad()
     def sample_styles(self, n: int, seed: int | None = None) -> torch.Tensor:
