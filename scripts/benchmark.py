@@ -23,6 +23,7 @@ from gpunit.benchmark import (benchmark_stage1, benchmark_stage2, format_agreeme
                               speedup_over_published, stage2_trainers)
 from gpunit.cli import run_main
 from gpunit.config import ConfigError, Stage1Config, Stage2Config, load_config
+from gpunit.train import speed
 from gpunit.train.common import resolve_device
 
 
@@ -60,8 +61,12 @@ def main() -> int:
                 agreement = loss_agreement(ours, reference, args.agreement_steps)
             rows += benchmark_stage2(ours, reference, args.steps, args.warmup, args.translate_batch)
     cfg = cfg2 or cfg1
-    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size,
+    if device.type == "cuda":
+        machine = {"device": torch.cuda.get_device_name(device)}
+    else:  # CPU figures depend on the instruction set: bf16 is emulated (slow) without AVX-512/AMX
+        machine = {"device": platform.processor() or "cpu", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "native_bf16": speed.cpu_has_native("bf16")}
+    info = {**machine, "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size,
             "image_size": cfg.model.image_size, "precision": cfg.train.precision,
             "channels_last": cfg.train.channels_last, "compile": cfg.train.compile, "overrides": args.set + args.set1 + args.set2}
     print(format_table(rows, " ".join(f"{k}={v}" for k, v in info.items())))

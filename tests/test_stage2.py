@@ -185,3 +185,24 @@ def test_unknown_precision_is_rejected(tiny_synthetic, tmp_path, encoder_file):
     with pytest.raises(ValueError, match="train.precision"):
         Stage2Trainer(tiny_config(tiny_synthetic, tmp_path, encoder_file, **{"train.precision": "fp8"}),
                       torch.device("cpu"))
+
+
+def test_emulated_low_precision_on_cpu_is_warned_once(monkeypatch, caplog):
+    """bf16 on a CPU without bf16 instructions runs ~5x slower than fp32: the user is told, once."""
+    from gpunit.train import speed
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(speed, "_warned_emulated", set())
+    monkeypatch.setattr(speed, "cpu_has_native", lambda precision: precision == "fp32")
+    with caplog.at_level("WARNING", logger="gpunit.speed"):
+        speed.autocast(cpu, "bf16")
+        speed.autocast(cpu, "bf16")
+        speed.autocast(cpu, "fp32")
+    assert [r.getMessage().split()[1] for r in caplog.records] == ["bf16"]
+    caplog.clear()
+    monkeypatch.setattr(speed, "_warned_emulated", set())
+    monkeypatch.setattr(speed, "cpu_has_native", lambda precision: True)
+    with caplog.at_level("WARNING", logger="gpunit.speed"):
+        speed.autocast(cpu, "bf16")
+    assert not caplog.records
+    assert isinstance(speed.cpu_has_native("bf16"), bool)  # oneDNN's own check runs on this CPU

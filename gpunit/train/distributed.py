@@ -72,6 +72,23 @@ def average_gradients(params) -> None:
         offset += g.numel()
 
 
+def global_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the processes, differentiably: for a loss term that is not a per-sample mean
+    (a norm over the whole batch), so that the term and, after :func:`average_gradients`, its
+    gradient are those of the global batch in one process. ``t`` itself in a single process."""
+    if world_size() == 1:
+        return t
+    from torch.distributed.nn.functional import all_reduce  # its backward sums the gradients too
+
+    return all_reduce(t)
+
+
+def step_uniform(seed: int, step: int) -> float:
+    """A uniform number in [0, 1) fixed by (seed, step): every process of a distributed run draws
+    the same one (e.g. one flip coin per global batch), and a resumed run draws it again."""
+    return float(torch.rand((), generator=torch.Generator().manual_seed(seed * 1_000_003 + step)))
+
+
 def any_process(flag: bool) -> bool:
     """True on every process when ``flag`` is true on any (e.g. a stop signal reached one of them)."""
     if world_size() == 1:

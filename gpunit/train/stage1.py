@@ -104,7 +104,9 @@ class Stage1Trainer:
         px, py = slice(pair.start, pair.start + B), slice(pair.start + B, pair.stop)
 
         ae = self.model
-        flip = bool(torch.rand(()) < lam.style_flip_prob)  # one coin per batch, as published
+        # One coin per (global) batch, as published; drawn from (seed, step), so every process of a
+        # distributed run flips alike.
+        flip = distributed.step_uniform(self.cfg.train.seed, step) < lam.style_flip_prob
         with self.autocast():
             content = ae.contentE(x)
             noisy = ae.add_noise(content)
@@ -121,7 +123,9 @@ class Stage1Trainer:
                 "loss/dis/content": F.l1_loss(content[px], content[py].detach()),          # L_dis
                 "loss/dis/shape": F.l1_loss(shape_swapped, shapes[pair]),
                 "loss/reg/cls": F.cross_entropy(ae.classify(content).float(), labels),     # L_reg
-                "loss/reg/norm": torch.norm(content, p=2),
+                # ||Ec(x)||_2 over the whole batch, as the published torch.norm(content); under
+                # torchrun the squares are summed over every process's share of the global batch.
+                "loss/reg/norm": distributed.global_sum(content.square().sum()).sqrt(),
             }
         weights = {"loss/arec/l2": lam.lambda_arec, "loss/arec/perceptual": lam.lambda_arec,
                    "loss/srec": lam.lambda_srec, "loss/dis/content": lam.lambda_fdist,

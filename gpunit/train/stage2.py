@@ -142,8 +142,8 @@ class Stage2Trainer:
             c_x, c_y = self.content_features(x), self.content_features(y)
         # A flipped style image keeps G from copying the style image's pose. The coin comes from
         # (seed, step), so every process of a distributed run flips alike.
-        coin = torch.rand((), generator=torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step))
-        y_style = y.flip(-1) if self.cfg.loss.flip_style and bool(coin < 0.5) else y
+        flip = self.cfg.loss.flip_style and distributed.step_uniform(self.cfg.train.seed, step) < 0.5
+        y_style = y.flip(-1) if flip else y
         return {"x": x, "y": y, "c_x": c_x, "c_y": c_y, "y_style": y_style}
 
     def g_step(self, b: dict) -> dict[str, torch.Tensor]:
