@@ -159,10 +159,22 @@ def test_nan_loss_stops_before_saving(tmp_path):
 
 
 def test_nan_check_also_runs_before_every_checkpoint(tmp_path):
-    # NaN weights after step 5 make step 6 NaN; step 6 is a checkpoint step, so it is checked
-    with pytest.raises(NonFiniteLossError, match="step 6"):
+    # NaN weights after step 5 make step 6 NaN; step 6 is a checkpoint step, so the watch is read
+    # there, and it names the first bad step
+    with pytest.raises(NonFiniteLossError, match="step 5: loss/g/mse=nan"):
         run(make_trainer(nan_at=5), tmp_path, 8, checkpoint_every=2, nan_check_every=100)
     assert CheckpointManager(tmp_path, keep=2).latest().name == "step-0000004.pt"
+
+
+def test_nan_watch_is_read_at_log_steps_and_names_the_first_bad_step(tmp_path):
+    """Losses are watched on the device every step but read only every log_every steps (no device
+    sync per step): a NaN at step 5 stops the run at the log step 8, naming step 5."""
+    trainer = make_trainer(nan_at=5)
+    with pytest.raises(NonFiniteLossError, match="step 5: loss/g/mse=nan") as info:
+        run(trainer, tmp_path, 20, log_every=8, checkpoint_every=100)
+    assert trainer.position == 8  # steps 6-8 ran before the read; nothing was saved
+    assert CheckpointManager(tmp_path, keep=2).latest() is None
+    assert "--resume auto" in str(info.value)
 
 
 def test_check_finite_names_every_bad_term():

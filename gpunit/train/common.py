@@ -284,15 +284,47 @@ class RunLogger:
 
 def check_finite(losses: dict[str, Tensor | float], step: int) -> None:
     """Raise :class:`NonFiniteLossError` naming every NaN/inf term (one device sync for all)."""
-    tags = [tag for tag, value in losses.items() if isinstance(value, Tensor)]
-    finite = torch.stack([torch.isfinite(losses[tag].detach()).all() for tag in tags]).tolist() if tags else []
-    bad = [tag for tag, ok in zip(tags, finite) if not ok]
-    bad += [tag for tag, value in losses.items() if not isinstance(value, Tensor) and not math.isfinite(value)]
-    if bad:
-        terms = ", ".join(f"{tag}={float(losses[tag])}" for tag in bad)
-        raise NonFiniteLossError(
-            f"non-finite loss at step {step}: {terms}. Nothing of this step was saved, so the last good "
-            "checkpoint is kept; rerun the same command with --resume auto (perhaps with a lower learning rate).")
+    watch = NonFiniteWatch()
+    watch.add(step, losses)
+    watch.check()
+
+
+class NonFiniteWatch:
+    """Remembers, on the device, the first step at which a loss term was NaN/inf and the terms' values
+    then: :meth:`add` never waits for the device (a few small kernels per step); :meth:`check` reads
+    it with one sync and raises :class:`NonFiniteLossError` naming that step and its bad terms."""
+
+    def __init__(self):
+        # per set of logged tags (it may vary between steps): (first bad step or 0, values at that step)
+        self.records: dict[tuple[str, ...], tuple[Tensor, Tensor]] = {}
+
+    def add(self, step: int, losses: dict[str, Tensor | float]) -> None:
+        if not losses:
+            return
+        device = next((v.device for v in losses.values() if isinstance(v, Tensor)), torch.device("cpu"))
+        values = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in losses.values()])
+        tags = tuple(losses)
+        first, kept = self.records.get(tags, (torch.zeros((), dtype=torch.long, device=device), values))
+        first_time = (first == 0) & ~torch.isfinite(values).all()
+        self.records[tags] = (torch.where(first_time, step, first), torch.where(first_time, values, kept))
+
+    def check(self) -> None:
+        if not self.records:
+            return
+        found = [(tags, first, values) for tags, (first, values) in self.records.items()]
+        read = torch.cat([torch.cat([f.float().reshape(1), v]) for _, f, v in found]).tolist()  # the one sync
+        bad, offset = [], 0
+        for tags, _, _ in found:
+            first, values = int(read[offset]), read[offset + 1:offset + 1 + len(tags)]
+            offset += 1 + len(tags)
+            if first:
+                bad.append((first, [f"{t}={v}" for t, v in zip(tags, values) if not math.isfinite(v)]))
+        if bad:
+            step, terms = min(bad)
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step}: {', '.join(terms)}. Nothing of this or any later step was saved, "
+                "so the last good checkpoint is kept; rerun the same command with --resume auto (perhaps with a "
+                "lower learning rate).")
 
 
 # ----------------------------------------------------------------------------- stop signal
@@ -352,14 +384,19 @@ class Trainer(Protocol):
 
 
 def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: int, image_every: int,
-               checkpoint_every: int, keep_checkpoints: int, resume: str | None, nan_check_every: int = 1,
+               checkpoint_every: int, keep_checkpoints: int, resume: str | None, nan_check_every: int | None = None,
                logger: RunLogger | None = None, progress: bool = True) -> int:
     """Run steps ``start+1 .. total_steps`` and return the last finished step.
+
+    Every step's losses are watched for NaN/inf on the device; the watch is read every
+    ``nan_check_every`` steps (default: ``log_every``) and always before a checkpoint is written,
+    so a normal step never waits for the device and no non-finite state is ever saved.
 
     ``resume``: None (fresh run), ``"auto"`` (latest checkpoint in ``run_dir``) or a checkpoint path.
     A checkpoint at step k means k steps are done; it holds the trainer state and every RNG, so a
     resumed run continues bitwise identically on the same hardware.
     """
+    nan_check_every = log_every if nan_check_every is None else nan_check_every
     for name, value in [("log_every", log_every), ("image_every", image_every),
                         ("checkpoint_every", checkpoint_every), ("nan_check_every", nan_check_every)]:
         if value < 1:
@@ -381,18 +418,19 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
         return checkpoints.save(state, step)
 
     step = start
-    meter = _IntervalMeter()
+    meter, watch = _IntervalMeter(), NonFiniteWatch()
     bar = tqdm(total=total_steps, initial=start, disable=not (progress and main), unit="step", dynamic_ncols=True)
     try:
         with StopSignal() as stop, logging_redirect_tqdm():  # log lines print above the bar
             for step in range(start + 1, total_steps + 1):
                 losses = trainer.train_step(step)
                 meter.add(losses)
+                watch.add(step, losses)
                 bar.update(1)
                 stopping = distributed.any_process(stop.requested)  # every process stops at the same step
                 checkpoint_due = step % checkpoint_every == 0 or step == total_steps or stopping
                 if step % nan_check_every == 0 or checkpoint_due:
-                    check_finite(losses, step)
+                    watch.check()
                 if step % log_every == 0:
                     scalars = meter.read(trainer.images_per_step)  # the only device sync of a normal step
                     logger.scalars(step, scalars)
