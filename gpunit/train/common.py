@@ -409,11 +409,14 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
     logger = RunLogger(run_dir, enabled=main, purge_step=start + 1 if start else None) if own_logger else logger
 
     def save(step: int) -> Path | None:
+        # Every process's random streams (they differ: e.g. Stage I's content noise), so that each
+        # goes on with its own after a resume.
+        rng = distributed.gather_on_main(capture_rng_state())
         if not main:
             return None
         with preserved_rng_state():
             trainer.on_checkpoint(step)
-        state = {"step": step, "trainer": trainer.state_dict(), "rng": capture_rng_state(),
+        state = {"step": step, "trainer": trainer.state_dict(), "rng": rng[0], "rng_per_process": rng,
                  "format": CHECKPOINT_FORMAT}
         return checkpoints.save(state, step)
 
@@ -486,6 +489,18 @@ class _IntervalMeter:
         return {**means, "time/step": seconds, "time/images_per_s": images_per_step / seconds}
 
 
+def _restore_process_rng(state: dict) -> None:
+    """This process's random streams from a checkpoint. A run resumed on more processes than it was
+    saved from gives each new process a distinct stream drawn from rank 0's."""
+    saved = state.get("rng_per_process") or [state["rng"]]
+    rank = distributed.rank()
+    if rank < len(saved):
+        restore_rng_state(saved[rank])
+    else:
+        restore_rng_state(saved[0])
+        seed_everything(int(torch.randint(2**62, ())) + rank)
+
+
 def _resume(trainer: Trainer, checkpoints: CheckpointManager, resume: str) -> int:
     """Load trainer state and RNGs from ``resume`` ("auto" or a path); return the finished step."""
     path = checkpoints.latest() if resume == "auto" else Path(resume)
@@ -497,7 +512,7 @@ def _resume(trainer: Trainer, checkpoints: CheckpointManager, resume: str) -> in
         raise CheckpointError(f"{path} is not a gpunit training checkpoint (format {state.get('format')!r}, "
                               f"expected {CHECKPOINT_FORMAT!r}); pass a file from <run>/checkpoints/")
     trainer.load_state_dict(state["trainer"])
-    restore_rng_state(state["rng"])  # last, in case loading the trainer consumed random numbers
+    _restore_process_rng(state)  # last, in case loading the trainer consumed random numbers
     log.info("resumed from %s at step %d", path, state["step"])
     return int(state["step"])
 

@@ -98,6 +98,16 @@ def any_process(flag: bool) -> bool:
     return bool(t.item())
 
 
+def gather_on_main(obj) -> list | None:
+    """``obj`` of every process as a list in rank order on rank 0, None on the others (``[obj]`` in a
+    single process). Objects travel over the CPU backend (gloo), also in a GPU job."""
+    if world_size() == 1:
+        return [obj]
+    gathered = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
