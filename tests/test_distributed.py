@@ -23,7 +23,7 @@ from gpunit.models import ContentEncoder, Discriminator, Generator, PriorAutoEnc
 from gpunit.nn import ConvBlock
 
 REPO = Path(__file__).resolve().parents[1]
-LR = 1e-4  # Stage II's default; Stage I runs at 2e-4 (set below)
+LR, STAGE1_LR = 1e-4, 2e-4  # Stage II's and Stage I's defaults, set explicitly below
 # Gradients: the all-reduce sums in another order than one big batch (rounding, ~1e-6 relative).
 GRADIENT_ATOL, GRADIENT_RTOL = 1e-4, 1e-3  # atol relative to the tensor's largest gradient
 # Stage II biases followed by instance norm: zero true gradient, so only rounding noise to compare.
@@ -142,7 +142,7 @@ def test_stage1_two_processes_match_one_and_resume(tiny_synthetic, tmp_path):
     sets = [f"data.paired_root={root}/pairs", f"data.paired_mask_root={root}/pairs_mask",
             f"data.unpaired_root={root}/unpaired", f"data.unpaired_mask_root={root}/unpaired_mask",
             "data.test_root=null", "model.base_channels=8", "model.max_channels=16", "data.num_workers=0",
-            "train.lr=2e-4", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=1",
+            f"train.lr={STAGE1_LR}", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=1",
             "loss.lambda_reg=1"]  # a weight that makes a wrong norm visible
     quiet = sets + ["model.content_noise=0"]
     single = launch(quiet, tmp_path / "single", 1, 1, stage=1)
@@ -150,7 +150,7 @@ def test_stage1_two_processes_match_one_and_resume(tiny_synthetic, tmp_path):
     assert double["trainer"]["consumed"] == {"paired": 4, "unpaired": 4}
     model = PriorAutoEncoder(64, 8, 8, 16, num_domains=3)
     assert_same_gradients(single, double, {"opt": trainable(model, normalised_conv_biases())})
-    assert_same_weights(single, double, ("model",), 2e-4)
+    assert_same_weights(single, double, ("model",), STAGE1_LR)
 
     straight = launch(sets, tmp_path / "straight", 4, 2, stage=1)
     launch(sets, tmp_path / "resumed", 2, 2, stage=1)

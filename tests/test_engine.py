@@ -15,7 +15,7 @@ import yaml
 from torch import nn
 
 from gpunit.train.common import (CheckpointError, CheckpointManager, NonFiniteLossError, RunExistsError, RunLogger,
-                                 StopSignal, capture_rng_state, check_finite, ema_update, prepare_run_dir,
+                                 StopSignal, capture_rng_state, NonFiniteWatch, ema_update, prepare_run_dir,
                                  resolve_device, restore_rng_state, seed_everything, train_loop)
 
 
@@ -177,15 +177,20 @@ def test_nan_watch_is_read_at_log_steps_and_names_the_first_bad_step(tmp_path):
     assert "--resume auto" in str(info.value)
 
 
-def test_check_finite_names_every_bad_term():
-    losses = {"loss/g/adv": torch.tensor(1.0), "loss/d/r1": torch.tensor(float("inf")),
-              "loss/g/sty": torch.tensor(float("nan")), "lr": float("nan")}
+def test_nan_watch_names_every_bad_term_of_the_first_bad_step():
+    watch = NonFiniteWatch()
+    watch.add(16, {"loss/g/adv": torch.tensor(2.0), "loss/d/r1": torch.tensor(1.0), "loss/g/sty": torch.tensor(1.0),
+                   "lr": 0.1})
+    watch.check()  # all finite: no error
+    watch.add(17, {"loss/g/adv": torch.tensor(1.0), "loss/d/r1": torch.tensor(float("inf")),
+                   "loss/g/sty": torch.tensor(float("nan")), "lr": float("nan")})
+    watch.add(18, {"loss/g/adv": torch.tensor(float("nan")), "loss/d/r1": torch.tensor(1.0),
+                   "loss/g/sty": torch.tensor(1.0), "lr": 0.1})  # later steps do not overwrite it
     with pytest.raises(NonFiniteLossError) as info:
-        check_finite(losses, 17)
+        watch.check()
     message = str(info.value)
     assert "step 17" in message and "loss/d/r1=inf" in message and "loss/g/sty=nan" in message
     assert "lr=nan" in message and "loss/g/adv" not in message
-    check_finite({"loss/g/adv": torch.tensor(2.0)}, 1)  # finite: no error
 
 
 def test_sigterm_checkpoints_and_resume_finishes_identically(tmp_path):

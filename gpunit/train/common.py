@@ -282,13 +282,6 @@ class RunLogger:
             self.jsonl.close()
 
 
-def check_finite(losses: dict[str, Tensor | float], step: int) -> None:
-    """Raise :class:`NonFiniteLossError` naming every NaN/inf term (one device sync for all)."""
-    watch = NonFiniteWatch()
-    watch.add(step, losses)
-    watch.check()
-
-
 class NonFiniteWatch:
     """Remembers, on the device, the first step at which a loss term was NaN/inf and the terms' values
     then: :meth:`add` never waits for the device (a few small kernels per step); :meth:`check` reads
