@@ -260,6 +260,26 @@ def test_rng_state_round_trips_through_weights_only_load():
     assert np.array_equal(expected[2], again[2]) and torch.equal(expected[4], again[4])
 
 
+def test_resume_on_more_processes_gives_each_new_one_its_own_stream(monkeypatch):
+    """A checkpoint saved by one process, resumed by three: rank 0 continues the saved stream, ranks 1
+    and 2 get streams of their own (Stage I's content noise must differ across processes), the same
+    on every resume."""
+    from gpunit.train import common, distributed
+    torch.manual_seed(7)
+    state = {"rng": capture_rng_state(), "rng_per_process": [capture_rng_state()]}
+    continued = torch.rand(4)
+
+    def draws(rank):
+        monkeypatch.setattr(distributed, "rank", lambda: rank)
+        common._restore_process_rng(state)
+        return torch.rand(4)
+
+    rank0, rank1, rank2 = draws(0), draws(1), draws(2)
+    assert torch.equal(rank0, continued)
+    assert not torch.equal(rank1, rank0) and not torch.equal(rank2, rank0) and not torch.equal(rank1, rank2)
+    assert torch.equal(draws(1), rank1) and torch.equal(draws(2), rank2)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_rng_state_round_trips():
     buffer = io.BytesIO()
