@@ -123,9 +123,10 @@ class Stage1Trainer:
                 "loss/dis/content": F.l1_loss(content[px], content[py].detach()),          # L_dis
                 "loss/dis/shape": F.l1_loss(shape_swapped, shapes[pair]),
                 "loss/reg/cls": F.cross_entropy(ae.classify(content).float(), labels),     # L_reg
-                # ||Ec(x)||_2 over the whole batch, as the published torch.norm(content); under
-                # torchrun the squares are summed over every process's share of the global batch.
-                "loss/reg/norm": distributed.global_sum(content.square().sum()).sqrt(),
+                # ||Ec(x)||_2 over the whole batch, as the published torch.norm(content) (summed in
+                # fp32, as autocast runs torch.norm); under torchrun the squares are summed over
+                # every process's share of the global batch.
+                "loss/reg/norm": distributed.global_sum(content.float().square().sum()).sqrt(),
             }
         weights = {"loss/arec/l2": lam.lambda_arec, "loss/arec/perceptual": lam.lambda_arec,
                    "loss/srec": lam.lambda_srec, "loss/dis/content": lam.lambda_fdist,
