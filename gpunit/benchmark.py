@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import resource
 import statistics
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from gpunit.checkpoints import save_content_encoder
@@ -108,7 +110,39 @@ def stage2_trainers(cfg: Stage2Config, device: torch.device):
         for c in (cfg, plain):
             torch.manual_seed(cfg.train.seed)
             trainers.append(Stage2Trainer(c, device, **loss_nets))
+        use_published_layer_order(trainers[1])
         yield tuple(trainers)
+
+
+def use_published_layer_order(trainer) -> None:
+    """Give the reference trainer's G and D the published layer order: G upsamples before each AdaRes
+    block, D pools after its convs. Ours reorders and folds these (the same functions at a fraction
+    of the cost, see the models' blocks), which the published step must not get."""
+    import types
+
+    from gpunit.models.discriminator import DownResBlock
+    from gpunit.models.generator import AdaResBlock
+    from gpunit.nn import upsample_nearest
+
+    def upsample_first(block, x, s):
+        x = upsample_nearest(x)
+        shortcut = block.conv_s(block.norm_s(x, s)) if block.learned_shortcut else x
+        dx = block.conv_0(F.leaky_relu(block.norm_0(x, s), 0.2))
+        dx = block.conv_1(F.leaky_relu(block.norm_1(dx, s), 0.2))
+        return shortcut + dx
+
+    def pool_after_shortcut_conv(block, x):
+        shortcut = F.avg_pool2d(x if block.conv_s is None else block.conv_s(x), 2)
+        dx = F.avg_pool2d(block.conv_0(F.leaky_relu(x, 0.2)), 2)
+        dx = block.conv_1(F.leaky_relu(dx, 0.2))
+        return (shortcut + dx) / math.sqrt(2)
+
+    for net in (trainer.generator, trainer.generator_ema, trainer.discriminator):
+        for module in net.modules():
+            if isinstance(module, AdaResBlock) and module.upsample:
+                module.forward = types.MethodType(upsample_first, module)
+            elif isinstance(module, DownResBlock):
+                module.forward = types.MethodType(pool_after_shortcut_conv, module)
 
 
 def benchmark_stage2(trainer, reference, steps: int = 10, warmup: int = 3,

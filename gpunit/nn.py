@@ -13,6 +13,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 
@@ -32,6 +33,35 @@ def stage_channels(image_size: int, resolution: int, base: int, cap: int) -> int
     256x256 images). Smaller images therefore start narrower instead of dropping wide layers.
     """
     return min(base * max(image_size // (2 * resolution), 1), cap)
+
+
+def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def upsample_then_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(upsample_nearest(x))`` for a 3x3, stride-1 conv with zero padding 1, as one transposed
+    conv on ``x``. Each pixel of the upsampled grid sees only 2x2 pixels of ``x``, so the 3x3 kernel
+    folds into a 4x4 stride-2 one (per axis [w2, w1+w2, w0+w1, w0], flipped as conv_transpose wants):
+    the same function without the 4x larger map, at 4/9 of the multiply-adds."""
+    def fold(w: torch.Tensor, dim: int) -> torch.Tensor:
+        w0, w1, w2 = w.unbind(dim)
+        return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
+
+    kernel = fold(fold(conv.weight, 2), 3)
+    return F.conv_transpose2d(x, kernel.transpose(0, 1), conv.bias, stride=2, padding=1)
+
+
+def conv_then_avg_pool(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``F.avg_pool2d(conv(x), 2)`` for a 3x3, stride-1 conv with zero padding 1, as one 4x4 stride-2
+    conv whose kernel is the 3x3 one averaged over the 2x2 pooling shifts: the same function at 4/9
+    of the multiply-adds, without the full-resolution map."""
+    def spread(w: torch.Tensor, dim: int) -> torch.Tensor:
+        zero = torch.zeros_like(w.narrow(dim, 0, 1))
+        return (torch.cat([w, zero], dim) + torch.cat([zero, w], dim)) / 2
+
+    kernel = spread(spread(conv.weight, 2), 3)
+    return F.conv2d(x, kernel, conv.bias, stride=2, padding=1)
 
 
 class AdaIN(nn.Module):

@@ -8,6 +8,7 @@ conv bias followed by instance norm) moves by +-lr on the sign of float noise, a
 such differences on. So gradients and weights are compared after one step from the same state,
 and a resumed distributed run is compared with an uninterrupted one (the same arithmetic).
 """
+import math
 import os
 import re
 import shutil
@@ -79,12 +80,14 @@ def assert_same_gradients(a, b, optimizers: dict[str, list]):
             torch.testing.assert_close(g_b, g_a, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL * scale, msg=f"{opt} {name}")
 
 
-def assert_same_weights(a, b, nets, lr):
+def assert_same_weights(a, b, nets, lr, max_step=1.0):
     """After one Adam step from the same state: an element moves by about lr on both sides, except
-    where a rounding-level gradient flips the sign of its step (2 lr apart)."""
+    where a rounding-level gradient sets the sign of its step: then the two sides can be up to
+    ``max_step`` lr each, in opposite directions."""
     for net in nets:
         for key, value in a["trainer"][net].items():
-            torch.testing.assert_close(b["trainer"][net][key], value, rtol=1e-5, atol=2.5 * lr, msg=f"{net}.{key}")
+            torch.testing.assert_close(b["trainer"][net][key], value, rtol=1e-5, atol=(2 * max_step + 0.5) * lr,
+                                       msg=lambda m, k=f"{net}.{key}": f"{k}: {m}")
 
 
 def assert_identical(a, b, nets):
@@ -122,7 +125,9 @@ def test_stage2_two_processes_match_one_resume_and_change_count(setup, tmp_path)
     one = launch(setup, copy_run(tmp_path / "ddp", tmp_path / "one"), 2, 1, resume=True)
     two = checkpoint(tmp_path / "resumed", 2)
     assert_same_gradients(one, two, stage2_optimizers())
-    assert_same_weights(one, two, STAGE2_NETS, LR)
+    # A second Adam step with beta1 = 0 moves a noise-driven element by up to sqrt(1 + beta2) lr
+    # (a noise gradient much larger than the first step's).
+    assert_same_weights(one, two, STAGE2_NETS, LR, max_step=math.sqrt(1 + 0.99))
 
 
 def normalised_conv_biases():

@@ -115,3 +115,33 @@ def test_benchmark_reads_the_configs_folders_when_present(tiny_synthetic, tmp_pa
     cfg.data.source = [str(tmp_path / "not_there")]
     with stage2_trainers(cfg, torch.device("cpu")) as (ours, _):
         assert all(Path(p).parent.name == "source" for p in ours.dataset.source)  # random stand-ins
+
+
+def test_benchmark_reference_runs_the_published_layer_order_with_the_same_result():
+    """Our G normalises before upsampling and our D pools before its 1x1 shortcut; the benchmark's
+    published step puts both back where the authors have them. Same function, other order."""
+    import copy
+    from types import SimpleNamespace
+
+    from gpunit.benchmark import use_published_layer_order
+    from gpunit.models import Discriminator
+    from gpunit.models.discriminator import DownResBlock
+    from gpunit.models.generator import AdaResBlock
+
+    torch.manual_seed(0)
+    G = Generator(64, 8, 8, 16, style_dim=16, style_base_channels=8, style_hidden=8).double()
+    D = Discriminator(64, 8, 16).double()
+    published = SimpleNamespace(generator=copy.deepcopy(G), generator_ema=copy.deepcopy(G),
+                                discriminator=copy.deepcopy(D))
+    use_published_layer_order(published)
+    content = ContentEncoder(64, 8, 8, 16).double()(torch.rand(2, 3, 64, 64, dtype=torch.double) * 2 - 1,
+                                                    all_features=True)
+    style = torch.rand(2, 16, dtype=torch.double)
+    images = torch.rand(2, 3, 64, 64, dtype=torch.double) * 2 - 1
+    with torch.no_grad():
+        ours = G(content, style)[0], D(images, 3)
+        theirs = published.generator(content, style)[0], published.discriminator(images, 3)
+    torch.testing.assert_close(ours, theirs)  # float64: the reordering is exact up to rounding
+    replaced = [m for net in vars(published).values() for m in net.modules() if "forward" in m.__dict__]
+    blocks = [m for net in (G, G, D) for m in net.modules() if isinstance(m, (AdaResBlock, DownResBlock))]
+    assert len(replaced) == len([m for m in blocks if getattr(m, "upsample", True)]) > 0

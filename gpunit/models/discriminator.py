@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gpunit.nn import num_halvings
+from gpunit.nn import conv_then_avg_pool, num_halvings
 
 
 class DownResBlock(nn.Module):
@@ -25,8 +25,12 @@ class DownResBlock(nn.Module):
         self.conv_s = spectral_norm(nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False)) if in_ch != out_ch else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = F.avg_pool2d(x if self.conv_s is None else self.conv_s(x), 2)
-        dx = F.avg_pool2d(self.conv_0(F.leaky_relu(x, 0.2)), 2)
+        # The published block pools after its convs; pooling first (1x1 shortcut) or folding the pool
+        # into conv_0's kernel is the same linear map at a fraction of the cost.
+        shortcut = F.avg_pool2d(x, 2)
+        if self.conv_s is not None:
+            shortcut = self.conv_s(shortcut)
+        dx = conv_then_avg_pool(F.leaky_relu(x, 0.2), self.conv_0)
         dx = self.conv_1(F.leaky_relu(dx, 0.2))
         return (shortcut + dx) / math.sqrt(2)
 
