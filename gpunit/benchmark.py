@@ -116,12 +116,12 @@ def stage2_trainers(cfg: Stage2Config, device: torch.device):
 
 def use_published_layer_order(trainer) -> None:
     """Give the reference trainer's G and D the published layer order: G upsamples before each AdaRes
-    block, D pools after its convs. Ours reorders and folds these (the same functions at a fraction
-    of the cost, see the models' blocks), which the published step must not get."""
+    block and each skip layer's W_h, D pools after its convs. Ours reorders and folds these (the same
+    functions at a fraction of the cost, see the models' blocks), which the published step must not get."""
     import types
 
     from gpunit.models.discriminator import DownResBlock
-    from gpunit.models.generator import AdaResBlock
+    from gpunit.models.generator import AdaResBlock, DynamicSkipLayer
     from gpunit.nn import upsample_nearest
 
     def upsample_first(block, x, s):
@@ -137,12 +137,17 @@ def use_published_layer_order(trainer) -> None:
         dx = block.conv_1(F.leaky_relu(dx, 0.2))
         return (shortcut + dx) / math.sqrt(2)
 
+    def upsample_then_transition(layer, h):
+        return F.leaky_relu(layer.trans(upsample_nearest(h)), 0.2)
+
     for net in (trainer.generator, trainer.generator_ema, trainer.discriminator):
         for module in net.modules():
             if isinstance(module, AdaResBlock) and module.upsample:
                 module.forward = types.MethodType(upsample_first, module)
             elif isinstance(module, DownResBlock):
                 module.forward = types.MethodType(pool_after_shortcut_conv, module)
+            elif isinstance(module, DynamicSkipLayer):
+                module.transition = types.MethodType(upsample_then_transition, module)
 
 
 def benchmark_stage2(trainer, reference, steps: int = 10, warmup: int = 3,

@@ -40,16 +40,27 @@ def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
 
 
 def upsample_then_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv(upsample_nearest(x))`` for a 3x3, stride-1 conv with zero padding 1, as one transposed
-    conv on ``x``. Each pixel of the upsampled grid sees only 2x2 pixels of ``x``, so the 3x3 kernel
-    folds into a 4x4 stride-2 one (per axis [w2, w1+w2, w0+w1, w0], flipped as conv_transpose wants):
-    the same function without the 4x larger map, at 4/9 of the multiply-adds."""
+    """``conv(upsample_nearest(x))`` for a 3x3, stride-1 conv with padding 1 (zeros or reflect), as
+    one transposed conv on ``x``. Each pixel of the upsampled grid sees only 2x2 pixels of ``x``, so
+    the 3x3 kernel folds into a 4x4 stride-2 one (per axis [w2, w1+w2, w0+w1, w0], flipped as
+    conv_transpose wants): the same function without the 4x larger map, at 4/9 of the multiply-adds.
+    Reflecting the upsampled map at its border repeats the border pixel of ``x``."""
     def fold(w: torch.Tensor, dim: int) -> torch.Tensor:
         w0, w1, w2 = w.unbind(dim)
         return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
 
+    padding = 1
+    if conv.padding_mode == "reflect":
+        x, padding = repeat_border(x), 3
     kernel = fold(fold(conv.weight, 2), 3)
-    return F.conv_transpose2d(x, kernel.transpose(0, 1), conv.bias, stride=2, padding=1)
+    return F.conv_transpose2d(x, kernel.transpose(0, 1), conv.bias, stride=2, padding=padding)
+
+
+def repeat_border(x: torch.Tensor) -> torch.Tensor:
+    """Pad by one pixel that repeats the border, like ``F.pad(x, (1, 1, 1, 1), mode="replicate")``
+    (whose backward torch.compile gets wrong for channels_last maps in torch 2.14)."""
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+    return torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
 
 
 def conv_then_avg_pool(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -90,12 +101,17 @@ class ConvBlock(nn.Module):
 
     ``norm``: "instance", "adain" (modulated by a domain-label embedding of ``style_dim``) or "none".
     With "instance", ``forward(x, (mean, std))`` re-styles the normalised map with image-level
-    statistics, as the Stage I decoder does.
+    statistics, as the Stage I decoder does. ``upsample``: the block doubles its input (nearest)
+    first, through :func:`upsample_then_conv` (3x3 stride-1 convs only).
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, norm: str = "instance", act: str = "relu", style_dim: int = 128):
+                 padding: int = 1, norm: str = "instance", act: str = "relu", style_dim: int = 128,
+                 upsample: bool = False):
         super().__init__()
+        if upsample and (kernel_size, stride, padding) != (3, 1, 1):
+            raise ValueError("an upsampling ConvBlock needs a 3x3 conv of stride 1 and padding 1")
+        self.upsample = upsample
         self.conv = spectral_norm(nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding,
                                             padding_mode="reflect"))
         if norm == "instance":
@@ -109,7 +125,7 @@ class ConvBlock(nn.Module):
         self.act = _ACTIVATIONS[act]()
 
     def forward(self, x: torch.Tensor, style=None) -> torch.Tensor:
-        x = self.conv(x)
+        x = upsample_then_conv(x, self.conv) if self.upsample else self.conv(x)
         if isinstance(self.norm, AdaIN):
             x = self.norm(x, style)
         elif self.norm is not None:

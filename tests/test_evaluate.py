@@ -118,15 +118,16 @@ def test_benchmark_reads_the_configs_folders_when_present(tiny_synthetic, tmp_pa
 
 
 def test_benchmark_reference_runs_the_published_layer_order_with_the_same_result():
-    """Our G normalises before upsampling and our D pools before its 1x1 shortcut; the benchmark's
-    published step puts both back where the authors have them. Same function, other order."""
+    """Our G and D fold nearest upsampling and average pooling into their convs and move them past
+    AdaIN and the 1x1 shortcuts; the benchmark's published step puts them back where the authors
+    have them. Same function, other order."""
     import copy
     from types import SimpleNamespace
 
     from gpunit.benchmark import use_published_layer_order
     from gpunit.models import Discriminator
     from gpunit.models.discriminator import DownResBlock
-    from gpunit.models.generator import AdaResBlock
+    from gpunit.models.generator import AdaResBlock, DynamicSkipLayer
 
     torch.manual_seed(0)
     G = Generator(64, 8, 8, 16, style_dim=16, style_base_channels=8, style_hidden=8).double()
@@ -142,6 +143,8 @@ def test_benchmark_reference_runs_the_published_layer_order_with_the_same_result
         ours = G(content, style)[0], D(images, 3)
         theirs = published.generator(content, style)[0], published.discriminator(images, 3)
     torch.testing.assert_close(ours, theirs)  # float64: the reordering is exact up to rounding
-    replaced = [m for net in vars(published).values() for m in net.modules() if "forward" in m.__dict__]
-    blocks = [m for net in (G, G, D) for m in net.modules() if isinstance(m, (AdaResBlock, DownResBlock))]
-    assert len(replaced) == len([m for m in blocks if getattr(m, "upsample", True)]) > 0
+    replaced = [m for net in vars(published).values() for m in net.modules()
+                if "forward" in m.__dict__ or "transition" in m.__dict__]
+    blocks = [m for net in (G, G, D) for m in net.modules()
+              if isinstance(m, (AdaResBlock, DownResBlock, DynamicSkipLayer)) and getattr(m, "upsample", True)]
+    assert len(replaced) == len(blocks) > 0

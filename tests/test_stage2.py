@@ -181,6 +181,23 @@ def test_low_precision_tracks_fp32(tiny_synthetic, tmp_path, encoder_file, low):
     assert any(float(a["loss/g/rec"]) != float(b["loss/g/rec"]) for a, b in zip(runs["fp32"], runs[low]))
 
 
+@pytest.mark.slow  # about 3 minutes of torch.compile on 2 cores: run with -m slow
+def test_channels_last_and_compile_follow_the_plain_step(tiny_synthetic, tmp_path, encoder_file):
+    """train.channels_last + train.compile (Ec and G compiled, backward included) give the plain
+    step's losses: the same computation in another memory layout and kernels. (It caught torch
+    2.14's compiled replication-pad backward returning channels_last maps where it promised
+    contiguous ones.)"""
+    runs = {}
+    for name, extra in (("plain", {}), ("fast", {"train.channels_last": "true", "train.compile": "true"})):
+        torch.manual_seed(0)
+        trainer = Stage2Trainer(tiny_config(tiny_synthetic, tmp_path / name, encoder_file, **extra), torch.device("cpu"))
+        runs[name] = [trainer.train_step(step) for step in (1, 2)]
+    assert trainer.to_device(torch.zeros(1, 3, 4, 4)).is_contiguous(memory_format=torch.channels_last)
+    for plain, fast in zip(runs["plain"], runs["fast"]):
+        for tag in ("loss/g/adv", "loss/g/con", "loss/g/sty", "loss/g/msk", "loss/g/rec", "loss/d/adv"):
+            assert float(fast[tag]) == pytest.approx(float(plain[tag]), rel=1e-3, abs=1e-5), tag
+
+
 def test_unknown_precision_is_rejected(tiny_synthetic, tmp_path, encoder_file):
     with pytest.raises(ValueError, match="train.precision"):
         Stage2Trainer(tiny_config(tiny_synthetic, tmp_path, encoder_file, **{"train.precision": "fp8"}),

@@ -91,8 +91,12 @@ class DynamicSkipLayer(nn.Module):
         self.mask = nn.Conv2d(feature_ch * 2, feature_ch, 3, padding=1, padding_mode="reflect")   # W_m
         self.update = nn.Conv2d(feature_ch * 2, feature_ch, 3, padding=1, padding_mode="reflect")  # W_E
 
+    def transition(self, h: torch.Tensor) -> torch.Tensor:
+        """h^_{l-1} = lrelu(W_h * up(h_{l-1})), the conv folded with the upsampling."""
+        return F.leaky_relu(upsample_then_conv(h, self.trans), 0.2)
+
     def forward(self, f_g: torch.Tensor, f_e: torch.Tensor, h: torch.Tensor, enabled: bool = True):
-        h_hat = F.leaky_relu(self.trans(upsample_nearest(h)), 0.2)
+        h_hat = self.transition(h)
         gate_in = torch.cat([h_hat, f_e], dim=1)
         r = torch.sigmoid(self.reset(gate_in))
         h_new = r * h_hat

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from gpunit.models.content_encoder import ContentEncoder
 from gpunit.nn import ConvBlock, channel_mean_std, grad_reverse, num_halvings, stage_channels
@@ -53,36 +52,34 @@ class PriorDecoder(nn.Module):
         ch = lambda r: stage_channels(image_size, r, base_channels, max_channels)  # noqa: E731
         c0, c1 = ch(content_size), ch(2 * content_size)
         adain = dict(norm="adain", act="relu", style_dim=label_dim)
-        # Domain-level part: shared by F and Fs, conditioned by the domain label.
+        # Domain-level part: shared by F and Fs, conditioned by the domain label. From layer3 on,
+        # each layer doubles its input (nearest) first, as the published F does between layers.
         self.layer1 = nn.Sequential(*[ConvBlock(c0, c0, **adain) for _ in range(3)])
         self.layer2 = ConvBlock(c0, c0, **adain)
-        self.layer3 = ConvBlock(c0, c1, **adain)
+        self.layer3 = ConvBlock(c0, c1, upsample=True, **adain)
         # Image-level part: one layer per resolution 4*content_size .. image_size/2, re-styled by Es.
         self.image_resolutions = [r for r in (content_size * 2 ** k for k in range(2, 32)) if r < image_size]
         in_ch = c1
         for j, r in enumerate(self.image_resolutions):
-            self.add_module(f"layer{4 + j}", ConvBlock(in_ch, ch(r), norm="instance", act="relu"))
+            self.add_module(f"layer{4 + j}", ConvBlock(in_ch, ch(r), norm="instance", act="relu", upsample=True))
             in_ch = ch(r)
         self.final_name = f"layer{4 + len(self.image_resolutions)}"
-        self.add_module(self.final_name, ConvBlock(in_ch, 3, norm="none", act="tanh"))
+        self.add_module(self.final_name, ConvBlock(in_ch, 3, norm="none", act="tanh", upsample=True))
         self.tomask = ConvBlock(c1, 3, norm="none", act="tanh")  # Fs's own output layer
 
     def domain_level(self, x: torch.Tensor, label_embedding: torch.Tensor) -> torch.Tensor:
         """The layers shared by F and Fs, up to 2x the content size."""
         for conv in self.layer1:
             x = conv(x, label_embedding)
-        x = F.interpolate(self.layer2(x, label_embedding), scale_factor=2, mode="nearest")
-        return self.layer3(x, label_embedding)
+        return self.layer3(self.layer2(x, label_embedding), label_embedding)
 
     def forward(self, x: torch.Tensor, style_stats: StyleStats, style_resolutions: list[int],
                 label_embedding: torch.Tensor):
-        up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
         x = self.domain_level(x, label_embedding)
         shape = self.tomask(x)  # Fs(Ec(x), l_x): (N, 3, 2s, 2s) in [-1, 1]
-        x = up(x)
         for j, r in enumerate(self.image_resolutions):
             stats = style_stats[style_resolutions.index(r)]
-            x = up(getattr(self, f"layer{4 + j}")(x, stats))
+            x = getattr(self, f"layer{4 + j}")(x, stats)
         return getattr(self, self.final_name)(x), shape
 
 
