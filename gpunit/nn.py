@@ -49,11 +49,19 @@ def upsample_then_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         w0, w1, w2 = w.unbind(dim)
         return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
 
+    _check_3x3(conv, ("zeros", "reflect"))
     padding = 1
     if conv.padding_mode == "reflect":
         x, padding = repeat_border(x), 3
     kernel = fold(fold(conv.weight, 2), 3)
     return F.conv_transpose2d(x, kernel.transpose(0, 1), conv.bias, stride=2, padding=padding)
+
+
+def _check_3x3(conv: nn.Conv2d, padding_modes: tuple[str, ...]) -> None:
+    if (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) != ((3, 3), (1, 1), (1, 1), (1, 1), 1) \
+            or conv.padding_mode not in padding_modes:
+        raise ValueError(f"folding needs a 3x3 conv of stride 1, padding 1 ({' or '.join(padding_modes)}), "
+                         f"got {conv}")
 
 
 def repeat_border(x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +79,7 @@ def conv_then_avg_pool(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         zero = torch.zeros_like(w.narrow(dim, 0, 1))
         return (torch.cat([w, zero], dim) + torch.cat([zero, w], dim)) / 2
 
+    _check_3x3(conv, ("zeros",))
     kernel = spread(spread(conv.weight, 2), 3)
     return F.conv2d(x, kernel, conv.bias, stride=2, padding=1)
 
@@ -109,8 +118,6 @@ class ConvBlock(nn.Module):
                  padding: int = 1, norm: str = "instance", act: str = "relu", style_dim: int = 128,
                  upsample: bool = False):
         super().__init__()
-        if upsample and (kernel_size, stride, padding) != (3, 1, 1):
-            raise ValueError("an upsampling ConvBlock needs a 3x3 conv of stride 1 and padding 1")
         self.upsample = upsample
         self.conv = spectral_norm(nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding,
                                             padding_mode="reflect"))

@@ -3,7 +3,7 @@
 
     python scripts/demo.py
 
-Re-running reuses every finished stage (and resumes an interrupted one). About 15 minutes on a
+Re-running reuses every finished stage (and resumes an interrupted one). About 13 minutes on a
 2-core CPU; see README.md for the figures it prints.
 """
 import argparse

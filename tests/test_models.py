@@ -3,6 +3,8 @@ import copy
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from gpunit.models import ContentEncoder, Discriminator, Generator, PriorAutoEncoder, StyleSampler
 
@@ -105,3 +107,20 @@ def test_sampler_and_ema_deepcopy_after_forward():
     d_copy = copy.deepcopy(d)  # breaks with the old torch.nn.utils.spectral_norm
     x = torch.ones(1, 3, 64, 64)
     torch.testing.assert_close(d_copy.eval()(x)[0], d.eval()(x)[0])
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_folded_upsampling_and_pooling_are_the_plain_layers(padding_mode):
+    """The folded convs compute exactly (float64) what upsample-then-conv and conv-then-pool do."""
+    from gpunit.nn import conv_then_avg_pool, upsample_nearest, upsample_then_conv
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 7, 3, padding=1, padding_mode=padding_mode).double()
+    x = torch.randn(2, 5, 6, 3, dtype=torch.double)  # non-square, odd width
+    torch.testing.assert_close(upsample_then_conv(x, conv), conv(upsample_nearest(x)))
+    if padding_mode == "zeros":
+        torch.testing.assert_close(conv_then_avg_pool(x, conv), F.avg_pool2d(conv(x), 2))
+    with pytest.raises(ValueError, match="3x3 conv of stride 1"):
+        upsample_then_conv(x, nn.Conv2d(5, 7, 1).double())
+    with pytest.raises(ValueError, match="zeros"):
+        conv_then_avg_pool(x, nn.Conv2d(5, 7, 3, padding=1, padding_mode="reflect").double())
