@@ -124,12 +124,8 @@ def use_published_layer_order(trainer) -> None:
     from gpunit.models.generator import AdaResBlock, DynamicSkipLayer
     from gpunit.nn import upsample_nearest
 
-    def upsample_first(block, x, s):
-        x = upsample_nearest(x)
-        shortcut = block.conv_s(block.norm_s(x, s)) if block.learned_shortcut else x
-        dx = block.conv_0(F.leaky_relu(block.norm_0(x, s), 0.2))
-        dx = block.conv_1(F.leaky_relu(block.norm_1(dx, s), 0.2))
-        return shortcut + dx
+    def upsample_first(block, x, s):  # the block's plain path (upsample off) on the upsampled map
+        return AdaResBlock.forward(block, upsample_nearest(x), s)
 
     def pool_after_shortcut_conv(block, x):
         shortcut = F.avg_pool2d(x if block.conv_s is None else block.conv_s(x), 2)
@@ -143,6 +139,7 @@ def use_published_layer_order(trainer) -> None:
     for net in (trainer.generator, trainer.generator_ema, trainer.discriminator):
         for module in net.modules():
             if isinstance(module, AdaResBlock) and module.upsample:
+                module.upsample = False
                 module.forward = types.MethodType(upsample_first, module)
             elif isinstance(module, DownResBlock):
                 module.forward = types.MethodType(pool_after_shortcut_conv, module)

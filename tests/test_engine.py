@@ -14,8 +14,8 @@ from PIL import Image
 import yaml
 from torch import nn
 
-from gpunit.train.common import (CheckpointError, CheckpointManager, NonFiniteLossError, RunExistsError, RunLogger,
-                                 StopSignal, capture_rng_state, NonFiniteWatch, ema_update, prepare_run_dir,
+from gpunit.train.common import (CheckpointError, CheckpointManager, NonFiniteLossError, NonFiniteWatch,
+                                 RunExistsError, RunLogger, StopSignal, capture_rng_state, ema_update, prepare_run_dir,
                                  resolve_device, restore_rng_state, seed_everything, train_loop)
 
 
