@@ -163,7 +163,7 @@ def benchmark_stage2(trainer, reference, steps: int = 10, warmup: int = 3,
     rows.append(_row(PUBLISHED_STEP, paired["published"], 2 * batch, device))
 
     translator = Translator(trainer.encoder, trainer.generator_ema, trainer.sampler,
-                            cfg.train.precision).to(device)
+                            trainer.precision).to(device)
     n = translate_batch or batch
     x = b["x"].repeat((n + batch - 1) // batch, 1, 1, 1)[:n]
     rows.append(_row(f"translate (exemplar, batch {n})", _timed(lambda: translator.translate(x, style=x), steps,

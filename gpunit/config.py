@@ -74,7 +74,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: int = 0
     device: str = "auto"           # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"
-    precision: str = "fp32"        # "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    precision: str = "fp32"        # "fp32", "bf16", "fp16" (autocast; fp16 adds loss scaling) or "auto" (bf16
+                                   # where the device runs it fast: CUDA with bf16 tensor cores, CPUs with AMX)
     channels_last: bool = False    # NHWC memory format (faster convolutions on recent GPUs)
     compile: bool = False          # torch.compile the networks (slow start, faster steps)
 

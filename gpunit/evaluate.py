@@ -9,6 +9,8 @@ from random reference images of the target domain (exemplar-guided); then
   image's, against a random pairing) and domain accuracy (share of translations a classifier
   trained on the synthetic domains recognises as the target domain).
 Metrics whose pretrained weights are missing are skipped, and the report says which file enables them.
+This is the "standard" protocol; the FIDs of the paper's Table 1 come from another one (StarGAN v2's code):
+:mod:`gpunit.evaluate_paper`.
 """
 from __future__ import annotations
 
@@ -20,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from gpunit.data.datasets import ImageFolderDataset
 from gpunit.pretrained import MissingWeightsError
+from gpunit.progress import progress_bar
 from gpunit.translate import Translator
 
 log = logging.getLogger("gpunit.evaluate")
@@ -46,8 +48,12 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
              reference: list[str] | None = None, num_outputs: int = 10, seed: int = 0, batch_size: int = 16,
              inception_weights: str | None = None, lpips_weights: str | None = None,
              synthetic_root: str | None = None, target_domain: str | None = None,
-             max_content: int = 0, progress: bool = True) -> dict:
-    """Translate the content test images and score the translations; returns a flat results dict."""
+             max_content: int = 0, progress: bool = True, resize: str = "stretch") -> dict:
+    """Translate the content test images and score the translations; returns a flat results dict.
+
+    ``resize``: how content and reference images become model inputs (a policy of
+    :func:`gpunit.data.images.model_input`; "published" is the authors' inference resize).
+    """
     if mode not in ("latent", "reference"):
         raise ValueError(f"mode must be 'latent' or 'reference', got '{mode}'")
     if num_outputs < 1:
@@ -60,12 +66,11 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
     lpips_net = (_optional("lpips_diversity", lambda: LPIPSDiversity(lpips_weights, device), skipped)
                  if num_outputs > 1 else None)
 
-    contents = ImageFolderDataset(content, size)
+    contents = ImageFolderDataset(content, size, resize=resize)
     if max_content:
         contents.paths = contents.paths[:max_content]
-    rng = torch.Generator().manual_seed(seed)
+    refs = ImageFolderDataset(reference or real, size, resize=resize) if mode == "reference" else None
     if mode == "reference":
-        refs = ImageFolderDataset(reference or real, size)
         ref_folders = [str(Path(f).resolve()) for f in (reference or real)]
         ref_class = [next((i for i, f in enumerate(ref_folders) if str(Path(p).resolve()).startswith(f)), 0)
                      for p in refs.paths]
@@ -73,19 +78,10 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
     synthetic = _synthetic_setup(synthetic_root, target_domain, real, device) if synthetic_root else None
     fake_feats, fake_by_class = [], defaultdict(list)
     lpips_sum, lpips_count, domain_hits, content_images, content_rows = 0.0, 0, 0, [], []
-    loader = DataLoader(contents, batch_size=batch_size)
-    for batch in tqdm(loader, desc="evaluate", disable=not progress, unit="batch"):
-        x = batch["x"].to(device)
-        n = len(x)
-        if mode == "latent":
-            outputs = translator.translate(x, num_styles=num_outputs,
-                                           seed=int(torch.randint(0, 2**31 - 1, (), generator=rng)))
-            classes = [None] * (n * num_outputs)
-        else:
-            picks = torch.randint(0, len(refs), (n * num_outputs,), generator=rng)
-            styles = torch.stack([refs[int(i)]["x"] for i in picks]).to(device)
-            outputs = translator.translate(x.repeat_interleave(num_outputs, 0), style=styles)
-            classes = [ref_class[int(i)] for i in picks]
+    translations = translate_test_set(translator, contents, refs, num_outputs, seed, batch_size, progress)
+    for batch, outputs, picks in translations:
+        n = len(batch["x"])
+        classes = [None] * (n * num_outputs) if picks is None else [ref_class[int(i)] for i in picks]
         if inception is not None:
             feats = inception(outputs).cpu().double().numpy()
             fake_feats.append(feats)
@@ -101,7 +97,9 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
             content_images.extend(_uint8(first))
             content_rows.extend(synthetic["truth"](p) for p in batch["path"])
 
-    results: dict = {"mode": mode, "num_inputs": len(contents), "num_outputs": num_outputs}
+    results: dict = {"protocol": "standard", "mode": mode, "resize": resize, "num_inputs": len(contents),
+                     "num_outputs": num_outputs, "real": [str(Path(f).resolve()) for f in real],
+                     "weights": _weights_used(inception, lpips_net)}
     if inception is not None:
         results.update(_distribution_scores(inception, np.concatenate(fake_feats), real, fake_by_class,
                                             mode, reference, size, batch_size, progress))
@@ -116,6 +114,35 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
     return results
 
 
+def translate_test_set(translator: Translator, contents: ImageFolderDataset, references: ImageFolderDataset | None,
+                      num_outputs: int, seed: int, batch_size: int, progress: bool = True):
+    """For each batch of content images, yield (batch, outputs, picks): ``num_outputs`` translations per image,
+    content-major, from sampled styles (``references`` None) or from random reference images (``picks``: their
+    indices). The draws depend on ``seed`` and the batch size only."""
+    rng = torch.Generator().manual_seed(seed)
+    loader = DataLoader(contents, batch_size=batch_size)
+    for batch in progress_bar(loader, desc="evaluate", disable=not progress, unit="batch"):
+        x = batch["x"].to(translator.device)
+        if references is None:
+            outputs = translator.translate(x, num_styles=num_outputs,
+                                           seed=int(torch.randint(0, 2**31 - 1, (), generator=rng)))
+            yield batch, outputs, None
+        else:
+            picks = torch.randint(0, len(references), (len(x) * num_outputs,), generator=rng)
+            styles = torch.stack([references[int(i)]["x"] for i in picks]).to(translator.device)
+            yield batch, translator.translate(x.repeat_interleave(num_outputs, 0), style=styles), picks
+
+
+def _weights_used(inception, lpips_net) -> dict:
+    """The weights files behind the figures (pytorch-fid's Inception, torchvision's AlexNet)."""
+    used = {}
+    if inception is not None:
+        used["inception"] = str(inception.weights_file)
+    if lpips_net is not None:
+        used["alexnet"] = str(lpips_net.weights_file)
+    return used
+
+
 def _distribution_scores(inception, fake: np.ndarray, real: list[str], fake_by_class: dict, mode: str,
                          reference: list[str] | None, size: int, batch_size: int, progress: bool) -> dict:
     from gpunit.metrics.fid import fid_from_features, per_class_scores
@@ -128,7 +155,8 @@ def _distribution_scores(inception, fake: np.ndarray, real: list[str], fake_by_c
 
     real_feats = features(real)
     kid, kid_std = kernel_inception_distance(fake, real_feats)
-    out = {"fid": fid_from_features(fake, real_feats), "kid": kid, "kid_std": kid_std}
+    out = {"fid": fid_from_features(fake, real_feats), "kid": kid, "kid_std": kid_std,
+           "num_real": len(real_feats), "num_fake": len(fake)}
     folders = reference or real
     if mode == "reference" and len(folders) > 1 and fake_by_class:
         real_by_class = {str(i): features([f]) for i, f in enumerate(folders)}
@@ -161,7 +189,17 @@ def format_report(results: dict) -> str:
              "content_scale_rel": "Scale error (rel.)", "content_random_scale_rel": "  random pairing",
              "content_angle_deg": "Angle error (deg)", "content_random_angle_deg": "  random pairing",
              "content_object_found": "Object found"}
-    lines = [f"{results.get('num_inputs')} inputs x {results.get('num_outputs')} outputs ({results.get('mode')}-guided)"]
+    if results.get("protocol") == "paper":
+        from gpunit.evaluate_paper import format_paper_report
+        return format_paper_report(results)
+    lines = ["protocol: standard (pytorch-fid's Inception; not comparable with the paper's Table 1: --protocol paper)"]
+    if "real" in results:
+        counts = f" ({results['num_real']} images)" if "num_real" in results else ""
+        lines.append(f"real: {', '.join(results['real'])}{counts}")
+    lines.append(f"{results.get('num_inputs')} inputs x {results.get('num_outputs')} outputs "
+                 f"({results.get('mode')}-guided)")
+    if results.get("weights"):
+        lines.append("weights: " + ", ".join(results["weights"].values()))
     lines += [f"  {label:<22} {results[key]:.4g}" for key, label in names.items() if key in results]
     for metric, why in results.get("skipped", {}).items():
         lines.append(f"  {metric}: skipped ({why})")

@@ -1,4 +1,5 @@
 """Translator: the content encoder, the (EMA) generator and the style sampler, ready for inference.
+(``load_translator`` also opens DeepI2I checkpoints; their translator is in :mod:`gpunit.translate_deepi2i`.)
 
     translator = gpunit.load_translator(generator="cat2dog.pt", content_encoder="content_encoder.pt")
     y_hat = translator.translate(x, style=y)             # exemplar-guided: one style image per content image
@@ -55,6 +56,10 @@ class Translator(nn.Module):
     def _autocast(self):
         return speed.autocast(self.device, self.precision)()
 
+    def _full_precision(self, t: torch.Tensor) -> torch.Tensor:
+        """bf16/fp16 autocast outputs back to the weights' dtype (float32; float64 for numerical checks)."""
+        return t.to(self.dtype)
+
     @torch.no_grad()
     def content_features(self, content: torch.Tensor) -> list[torch.Tensor]:
         """Ec(x) with all intermediate maps, deepest first (what G and its skip layers read)."""
@@ -65,13 +70,14 @@ class Translator(nn.Module):
     def style_codes(self, style: torch.Tensor) -> torch.Tensor:
         """Es(y): (N, style_dim)."""
         with self._autocast():
-            return self.generator.style_encoder(self._prepare(style)).float()
+            return self._full_precision(self.generator.style_encoder(self._prepare(style)))
 
     @torch.no_grad()
     def generate(self, features: list[torch.Tensor], codes: torch.Tensor, use_skip=True) -> torch.Tensor:
         """G(features, s): images (N, 3, S, S) from content features and style codes."""
         with self._autocast():
-            return self.generator(features, codes.to(self.device, self.dtype), use_skip=use_skip)[0].float()
+            return self._full_precision(self.generator(features, codes.to(self.device, self.dtype),
+                                                       use_skip=use_skip)[0])
 
     @torch.no_grad()
     def sample_styles(self, n: int, seed: int | None = None) -> torch.Tensor:
@@ -108,8 +114,23 @@ class Translator(nn.Module):
 
 
 def load_translator(generator: str, content_encoder: str | None = None, device: str | torch.device = "cpu",
-                    precision: str = "fp32") -> Translator:
-    """A Translator from our exported file, or from a published Stage II file (``{"g_ema",
-    "sampler"}``) plus the published ``content_encoder.pt``."""
+                    precision: str = "fp32", class_names=None):
+    """A translator for whichever method the file or folder holds.
+
+    GP-UNIT (:class:`Translator`): our exported file, or a published Stage II file (``{"g_ema",
+    "sampler"}``) plus the published ``content_encoder.pt``.
+    DeepI2I (:class:`gpunit.translate_deepi2i.DeepI2ITranslator`): our DeepI2I file, or a published
+    DeepI2I weights folder (``G.pth``, ``E1.pth``, ``A1.pth``...); ``class_names`` (a list, or a text
+    file with one name per line) names the classes of a folder, which carries none.
+    """
+    from gpunit.translate_deepi2i import is_deepi2i_path, load_deepi2i_translator
+
+    if is_deepi2i_path(generator):
+        if content_encoder is not None:
+            raise ValueError(f"{generator} is a DeepI2I translator, which has its own encoder; "
+                             "drop the content encoder (--content-encoder)")
+        return load_deepi2i_translator(generator, device=device, precision=precision, class_names=class_names)
+    if class_names is not None:
+        raise ValueError(f"{generator} is a GP-UNIT translator: class names are for DeepI2I checkpoints")
     encoder, gen, sampler = load_translator_parts(generator, content_encoder)
     return Translator(encoder, gen, sampler, precision).to(device)

@@ -18,12 +18,17 @@ Work is batched as in Sec. 4's inference: Ec runs once per content image and Es 
 image; G runs over (content, style) pairs in batches. Existing outputs are kept (unless
 ``overwrite``), so an interrupted run continues where it stopped; every PNG is written to a
 temporary name and renamed, so an interruption never leaves a half-written file.
+
+DeepI2I checkpoints translate to target classes instead (:func:`translate_folder_classes`):
+``<content stem>__<class>__s<k>.png`` plus overview pages with one row per input and one column per
+class, as in the DeepI2I paper's Fig. 14.
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
+import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,11 +38,12 @@ import torch
 import torchvision.utils
 from PIL import Image
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gpunit.data.images import (RESIZE_POLICIES, UnreadableImageError, load_rgb, resize_for_model, scan_images,
+from gpunit.data.images import (RESIZE_POLICIES, UnreadableImageError, load_rgb, model_input, scan_images,
                                 to_pil, to_tensor, write_png_atomic)
+from gpunit.progress import logging_above, progress_bar
 from gpunit.translate import Translator
+from gpunit.translate_deepi2i import DeepI2ITranslator
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +103,8 @@ def translate_folder(translator: Translator, input_path: str | os.PathLike, outp
 
     pending = [job for job in jobs if job.todo or job.write_grid]
     total = sum(len(job.todo) for job in pending)
-    with tqdm(total=total, desc="translating", unit="img", disable=not progress or total == 0,
-              dynamic_ncols=True) as bar, logging_redirect_tqdm():
+    with progress_bar(total=total, desc="translating", unit="img", disable=not progress or total == 0,
+                      dynamic_ncols=True) as bar, logging_above(bar):
         for start in range(0, len(pending), batch_size):
             _run_chunk(translator, pending[start:start + batch_size], codes, style_images, batch_size, resize,
                        summary, bar)
@@ -208,16 +214,16 @@ def _check_unique_outputs(jobs: list[_ContentJob]) -> None:
 
 
 # ----------------------------------------------------------------------------- images
-def _load_for_model(path: Path, size: int, resize: str) -> Image.Image | None:
+def _load_for_model(path: Path, size: int, resize: str) -> torch.Tensor | None:
     """The model input for ``path``, or None (with a warning) when the file cannot be decoded."""
-    try:
-        return resize_for_model(load_rgb(path), size, resize)
+    try:  # a float tensor: "published" resizes floats, never rounded to 8 bits (to_tensor passes it through)
+        return model_input(load_rgb(path), size, resize)
     except UnreadableImageError as err:
         log.warning("skipping: %s", err)
         return None
 
 
-def _load_many(paths: Sequence[Path], size: int, resize: str) -> list[Image.Image | None]:
+def _load_many(paths: Sequence[Path], size: int, resize: str) -> list[torch.Tensor | None]:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
         return list(pool.map(lambda p: _load_for_model(p, size, resize), paths))
 
@@ -298,3 +304,153 @@ def _write_grid(job: _ContentJob, content: torch.Tensor, style_images: list[Imag
     styles = [to_tensor(style_images[j]) for j in job.style_indices] if style_images is not None else None
     write_png_atomic(_grid_image(content, styles, results), job.grid)
     summary["grids"].append(job.grid)
+
+
+# ============================================================================= DeepI2I: many target classes
+GRID_CLASSES_PER_PAGE = 16  # columns of an overview page (Fig. 14 layout: one column per target class)
+GRID_INPUTS_PER_PAGE = 16  # input images per page (each gives num_styles rows)
+
+
+@dataclass
+class _ClassJob:
+    """One input image: an output per (target class, noise vector), and which of them are still to do."""
+    path: Path
+    outputs: list[Path]  # in the order of the (class, style) targets
+    todo: list[int] = field(default_factory=list)
+
+
+def translate_folder_classes(translator: DeepI2ITranslator, input_path: str | os.PathLike,
+                             output_dir: str | os.PathLike, target_classes: Sequence | None = None,
+                             num_styles: int = 1, seed: int = 0, batch_size: int = 8,
+                             resize: str = "shortside_crop", grid: bool = True, overwrite: bool = False,
+                             progress: bool = True,
+                             classes_per_page: int = GRID_CLASSES_PER_PAGE,
+                             inputs_per_page: int = GRID_INPUTS_PER_PAGE) -> dict:
+    """DeepI2I: translate an image or a folder (recursively) to each target class (Sec. 4.2).
+
+    ``target_classes``: names or indices (default: every class of the translator). Each image gets
+    ``num_styles`` results per class, from noise vectors drawn once from ``seed``: ``s<k>`` is the same
+    noise for every image and class, and results do not depend on the folder or the batch size.
+    Outputs: ``<stem>__<class>__s<k>.png`` in the sub-folder mirroring the input's, plus overview pages
+    ``grids/grid_<i>_<j>.png``: one row per input image (and noise vector), the input then one column
+    per target class; page i holds inputs i*inputs_per_page..., page j classes j*classes_per_page...
+    Existing outputs are kept unless ``overwrite``; unreadable images are skipped and counted.
+    Returns the same summary as :func:`translate_folder`.
+    """
+    _check_options(None, "all", num_styles, batch_size, resize)
+    if classes_per_page < 1 or inputs_per_page < 1:
+        raise ValueError("grid pages need at least one class and one input each")
+    classes = list(range(translator.num_classes)) if target_classes is None else \
+        [translator.class_index(c) for c in target_classes]
+    if not classes:
+        raise ValueError("no target classes given")
+    if len(set(classes)) != len(classes):
+        raise ValueError("a target class is given twice")
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    contents, input_root = _list_inputs(input_path, "input")
+    contents = _outside(contents, output_dir)
+    summary = {"translated": 0, "skipped_existing": 0, "unreadable": 0, "written": [], "grids": [],
+               "unreadable_files": [], "output_dir": output_dir}
+
+    labels = [_file_label(translator.class_label(c)) for c in classes]
+    targets = [(j, k) for j in range(len(classes)) for k in range(num_styles)]  # (class position, noise row)
+    jobs = []
+    for path in contents:
+        rel = path.relative_to(input_root)
+        jobs.append(_ClassJob(path, [output_dir / rel.parent / f"{path.stem}__{labels[j]}__s{k}.png"
+                                     for j, k in targets]))
+    _check_unique_class_outputs(jobs)
+    for job in jobs:
+        job.todo = [t for t, out in enumerate(job.outputs) if overwrite or not out.exists()]
+        summary["skipped_existing"] += len(job.outputs) - len(job.todo)
+
+    z = translator.sample_z(num_styles, seed)  # (K, dim_z), shared by every image and class
+    class_tensor = torch.tensor(classes, dtype=torch.long)
+    unreadable: set[Path] = set()
+    fresh: set[Path] = set()
+    pending = [job for job in jobs if job.todo]
+    total = sum(len(job.todo) for job in pending)
+    with progress_bar(total=total, desc="translating", unit="img", disable=not progress or total == 0,
+                      dynamic_ncols=True) as bar, logging_above(bar):
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start:start + batch_size]
+            loaded = []
+            for job, img in zip(chunk, _load_many([job.path for job in chunk], translator.image_size, resize)):
+                if img is None:
+                    _count_unreadable(summary, job.path)
+                    unreadable.add(job.path)
+                    bar.update(len(job.todo))
+                else:
+                    loaded.append((job, img))
+            if not loaded:
+                continue
+            features = translator.features(torch.stack([to_tensor(img) for _, img in loaded]))  # E + A once per image
+            work = [(i, t) for i, (job, _) in enumerate(loaded) for t in job.todo]
+            for b in range(0, len(work), batch_size):
+                batch = work[b:b + batch_size]
+                rows = torch.tensor([i for i, _ in batch], device=translator.device)
+                y_hat = translator.generate({r: f[rows] for r, f in features.items()},
+                                            z[[targets[t][1] for _, t in batch]],
+                                            class_tensor[[targets[t][0] for _, t in batch]])
+                for (i, t), image in zip(batch, y_hat):
+                    path = loaded[i][0].outputs[t]
+                    write_png_atomic(to_pil(image), path)
+                    summary["written"].append(path)
+                    fresh.add(path)
+                summary["translated"] += len(batch)
+                bar.update(len(batch))
+
+    if summary["translated"] == 0 and summary["skipped_existing"] == 0:
+        raise ValueError(f"nothing translated: none of the {len(contents)} input image(s) under {input_path} "
+                         "could be read (see the warnings above); replace or delete the broken files")
+    if grid:
+        shown = [job for job in jobs if job.path not in unreadable]
+        _write_class_grids(shown, len(classes), num_styles, output_dir / "grids", translator.image_size, resize,
+                           classes_per_page, inputs_per_page, fresh, overwrite, summary)
+    return summary
+
+
+def _file_label(label: str) -> str:
+    """A class name as a file-name part: anything but letters, digits, '.', '-' and '_' becomes '_'."""
+    return re.sub(r"[^\w.-]+", "_", label).strip("._") or "class"
+
+
+def _check_unique_class_outputs(jobs: list[_ClassJob]) -> None:
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        for out in job.outputs:
+            if out in seen:
+                raise ValueError(f"{seen[out]} and {job.path} would both write {out}; rename one of the images or "
+                                 "the classes (outputs are named by file stem and class name)")
+            seen[out] = job.path
+
+
+def _write_class_grids(jobs: list[_ClassJob], num_classes: int, num_styles: int, folder: Path, size: int,
+                       resize: str, classes_per_page: int, inputs_per_page: int, fresh: set[Path], overwrite: bool,
+                       summary: dict) -> None:
+    """Overview pages: rows [input, result for class 1, class 2, ...], one per input and noise vector."""
+    for pi, first in enumerate(range(0, len(jobs), inputs_per_page)):
+        page_jobs = jobs[first:first + inputs_per_page]
+        for pj, c0 in enumerate(range(0, num_classes, classes_per_page)):
+            cols = range(c0, min(c0 + classes_per_page, num_classes))
+            cells = [[job.outputs[j * num_styles + k] for j in cols] for job in page_jobs for k in range(num_styles)]
+            path = folder / f"grid_{pi:03d}_{pj:03d}.png"
+            if not (overwrite or not path.exists() or any(c in fresh for row in cells for c in row)):
+                continue
+            inputs = _load_many([job.path for job in page_jobs], size, resize)
+            tiles = []
+            try:
+                for job_index, img in enumerate(inputs):
+                    if img is None:  # gone unreadable since its results were written
+                        continue
+                    for k in range(num_styles):
+                        row = cells[job_index * num_styles + k]
+                        tiles += [to_tensor(img)] + [to_tensor(load_rgb(p)) for p in row]
+            except UnreadableImageError as err:
+                log.warning("no overview page %s: %s", path, err)
+                continue
+            if not tiles:
+                continue
+            page = torchvision.utils.make_grid(torch.stack(tiles), nrow=len(cols) + 1, padding=2, pad_value=1.0)
+            write_png_atomic(to_pil(page), path)
+            summary["grids"].append(path)

@@ -65,9 +65,10 @@ def main() -> int:
         machine = {"device": torch.cuda.get_device_name(device)}
     else:  # CPU figures depend on the instruction set: bf16 is emulated (slow) without AVX-512/AMX
         machine = {"device": platform.processor() or "cpu", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                   "native_bf16": speed.cpu_has_native("bf16")}
+                   "native_bf16": speed.cpu_has_native("bf16"), "amx": torch.cpu._is_amx_tile_supported()}
     info = {**machine, "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size,
-            "image_size": cfg.model.image_size, "precision": cfg.train.precision,
+            "image_size": cfg.model.image_size,
+            "precision": speed.resolve_precision(cfg.train.precision, device),
             "channels_last": cfg.train.channels_last, "compile": cfg.train.compile, "overrides": args.set + args.set1 + args.set2}
     print(format_table(rows, " ".join(f"{k}={v}" for k, v in info.items())))
     speedup = speedup_over_published(rows)

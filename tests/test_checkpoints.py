@@ -7,12 +7,13 @@ from gpunit.checkpoints import (CheckpointError, export_published_content_encode
                                 export_published_stage2, load_content_encoder, load_published_stage1,
                                 save_content_encoder, save_translator)
 from gpunit.models import ContentEncoder, Generator, PriorAutoEncoder
-from reference import assert_reproduces
+from reference import Fixture, assert_reproduces
 
 
 @pytest.fixture(scope="module")
 def ref(fixtures_dir):
-    return torch.load(fixtures_dir / "official_small_stage2_seed0.pt", weights_only=True)
+    load = lambda name: torch.load(fixtures_dir / name, weights_only=True)  # noqa: E731
+    return Fixture(load("official_small_stage2_seed0.pt"), load("official_small_stage2_seed0_float64.pt"))
 
 
 @pytest.fixture()
@@ -25,8 +26,8 @@ def published_files(ref, tmp_path):
 
 def translates_like_reference(translator, ref):
     """Exemplar-guided translation of the fixture inputs reproduces the published output."""
-    assert_reproduces(translator, lambda t, c: t.translate(c(ref["content_image"]), style=c(ref["style_image"])),
-                      ref["translation"])
+    assert_reproduces(translator, lambda t, f: t.translate(f["content_image"], style=f["style_image"]), ref,
+                      "translation")
 
 
 def close(a, b):

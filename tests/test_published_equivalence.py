@@ -1,8 +1,8 @@
 """Our networks, loaded from the published checkpoint format, reproduce the authors' outputs.
 
-The fixtures were computed by the published GP-UNIT code (see ../shared/fixtures/README.md);
-every listed output is compared at the tolerance given there, or within our own float32 rounding
-where the fixture's float32 rounding exceeds it on this CPU (see tests/reference.py).
+The fixtures were computed by the published GP-UNIT code (see ../shared/fixtures/README.md). Each
+output is compared in float64 with the fixtures' float64 references and in float32 within a
+tolerance read off the fixtures themselves, so the tests hold on any CPU (see tests/reference.py).
 """
 import json
 
@@ -11,17 +11,22 @@ import torch
 
 from gpunit.checkpoints import (build_from_state, ours_to_published, published_to_ours)
 from gpunit.models import ContentEncoder, Discriminator, Generator, PriorAutoEncoder, StyleSampler
-from reference import assert_reproduces
+from reference import Fixture, assert_reproduces
+
+
+def _fixture(fixtures_dir, stem):
+    load = lambda name: torch.load(fixtures_dir / name, weights_only=True)  # noqa: E731
+    return Fixture(load(f"{stem}.pt"), load(f"{stem}_float64.pt"))
 
 
 @pytest.fixture(scope="module")
 def stage2(fixtures_dir):
-    return torch.load(fixtures_dir / "official_small_stage2_seed0.pt", weights_only=True)
+    return _fixture(fixtures_dir, "official_small_stage2_seed0")
 
 
 @pytest.fixture(scope="module")
 def stage1(fixtures_dir):
-    return torch.load(fixtures_dir / "official_small_stage1_seed0.pt", weights_only=True)
+    return _fixture(fixtures_dir, "official_small_stage1_seed0")
 
 
 def load(kind, state, sn_uv=None):
@@ -34,54 +39,55 @@ def load(kind, state, sn_uv=None):
 @pytest.mark.parametrize("snpi", [False, True], ids=["raw", "snpi"])
 def test_content_encoder(stage2, snpi):
     ec = load("content_encoder", stage2["content_encoder"], stage2["content_encoder_sn_uv"] if snpi else None)
-    ref = stage2["content_features_snpi" if snpi else "content_features"]
-    assert_reproduces(ec, lambda net, c: net(c(stage2["content_image"]), all_features=True), ref)
+    key = "content_features_snpi" if snpi else "content_features"
+    assert_reproduces(ec, lambda net, f: net(f["content_image"], all_features=True), stage2, key)
     if not snpi:
-        assert_reproduces(ec, lambda net, c: net(c(stage2["content_image_128"]), all_features=True),
-                          stage2["content_features_128in"])
-        assert_reproduces(ec, lambda net, c: net(c(stage2["content_image"])), ref[0])
+        assert_reproduces(ec, lambda net, f: net(f["content_image_128"], all_features=True), stage2,
+                          "content_features_128in")
+        assert_reproduces(ec, lambda net, f: net(f["content_image"]), stage2, key, pick=lambda ref: ref[0])
 
 
 def test_generator_and_sampler(stage2):
     g = load("generator", stage2["generator"])
     sampler = load("sampler", stage2["sampler"])
 
-    def translate(style_code, use_skip=True):  # G(content features, style code) as image, masks
-        return lambda net, c: net([c(f) for f in stage2["content_features"]], c(style_code), use_skip=use_skip)
+    def translate(style_key, use_skip=True):  # G(content features, a stored style code) as image, masks
+        return lambda net, f: net(f["content_features"], f[style_key], use_skip=use_skip)
 
     def exemplar(use_skip):
-        return lambda net, c: translate(net.style_encoder(c(stage2["style_image"])), use_skip)(net, c)
+        return lambda net, f: net(f["content_features"], net.style_encoder(f["style_image"]), use_skip=use_skip)
 
-    assert_reproduces(g, lambda net, c: net.style_encoder(c(stage2["style_image"])), stage2["style_code"])
-    assert_reproduces(g, exemplar(True), [stage2["translation"], stage2["masks"]])
-    assert_reproduces(g, exemplar(False), [stage2["translation_noskip"], []])
-    assert_reproduces(sampler, lambda net, c: net(c(stage2["latent_z"])), stage2["latent_style"])
-    assert_reproduces(g, translate(stage2["latent_style"]), [stage2["latent_translation"], stage2["latent_masks"]])
-    assert_reproduces(sampler.train(), lambda net, c: net(c(stage2["latent_z"])), stage2["latent_style_trainbn"])
+    assert_reproduces(g, lambda net, f: net.style_encoder(f["style_image"]), stage2, "style_code")
+    assert_reproduces(g, exemplar(True), stage2, ["translation", "masks"])
+    assert_reproduces(g, lambda net, f: exemplar(False)(net, f)[0], stage2, "translation_noskip")
+    assert exemplar(False)(g, stage2.view(torch.float32))[1] == []  # no masks without skip connections
+    assert_reproduces(sampler, lambda net, f: net(f["latent_z"]), stage2, "latent_style")
+    assert_reproduces(g, translate("latent_style"), stage2, ["latent_translation", "latent_masks"])
+    assert_reproduces(sampler.train(), lambda net, f: net(f["latent_z"]), stage2, "latent_style_trainbn")
 
 
 @pytest.mark.parametrize("snpi", [False, True], ids=["raw", "snpi"])
 def test_discriminator(stage2, snpi):
     d = load("discriminator", stage2["discriminator"], stage2["discriminator_sn_uv"] if snpi else None)
     sfx = "_snpi" if snpi else ""
-    assert_reproduces(d, lambda net, c: net(c(stage2["style_image"]), style_layer=4),
-                      [stage2["disc_logits" + sfx], stage2["disc_style_feat" + sfx]])
+    assert_reproduces(d, lambda net, f: net(f["style_image"], style_layer=4), stage2,
+                      ["disc_logits" + sfx, "disc_style_feat" + sfx])
     if not snpi:
-        assert_reproduces(d, lambda net, c: net(c(stage2["style_image"]), style_layer=len(net.model)),
-                          [stage2["disc_logits_layer10"], stage2["disc_style_feat_layer10"]])
+        assert_reproduces(d, lambda net, f: net(f["style_image"], style_layer=len(net.model)), stage2,
+                          ["disc_logits_layer10", "disc_style_feat_layer10"])
 
 
 @pytest.mark.parametrize("snpi", [False, True], ids=["raw", "snpi"])
 def test_prior_autoencoder(stage1, snpi):
     ae = load("autoencoder", stage1["autoencoder"], stage1["autoencoder_sn_uv"] if snpi else None)
-    x, labels = stage1["ae_images"], stage1["ae_labels"]
+    labels = stage1["ae_labels"]
     sfx = "_snpi" if snpi else ""
-    assert_reproduces(ae, lambda net, c: net(c(x), labels, noise=False),
-                      [stage1["ae_recon" + sfx], stage1["ae_content" + sfx], stage1["ae_mask" + sfx]])
+    assert_reproduces(ae, lambda net, f: net(f["ae_images"], labels, noise=False), stage1,
+                      ["ae_recon" + sfx, "ae_content" + sfx, "ae_mask" + sfx])
     if not snpi:
-        assert_reproduces(ae, lambda net, c: net.classify(c(stage1["ae_content"])), stage1["ae_class_logits"])
-        assert_reproduces(ae, lambda net, c: net.styleE(c(x)), stage1["ae_style_stats"])
-        assert_reproduces(ae, lambda net, c: net.embed(labels), stage1["ae_domain_embed"])
+        assert_reproduces(ae, lambda net, f: net.classify(f["ae_content"]), stage1, "ae_class_logits")
+        assert_reproduces(ae, lambda net, f: net.styleE(f["ae_images"]), stage1, "ae_style_stats")
+        assert_reproduces(ae, lambda net, f: net.embed(labels), stage1, "ae_domain_embed")
 
 
 def test_default_networks_match_published_manifest(fixtures_dir):

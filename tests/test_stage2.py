@@ -223,3 +223,18 @@ def test_emulated_low_precision_on_cpu_is_warned_once(monkeypatch, caplog):
         speed.autocast(cpu, "bf16")
     assert not caplog.records
     assert isinstance(speed.cpu_has_native("bf16"), bool)  # oneDNN's own check runs on this CPU
+
+
+@pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu_and_is_logged(tiny_synthetic, tmp_path, encoder_file, monkeypatch, caplog,
+                                                      amx, expected):
+    """train.precision=auto: bf16 only on CPUs where it measured faster (AMX), fp32 elsewhere."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    with caplog.at_level("INFO", logger="gpunit.speed"):
+        trainer = Stage2Trainer(tiny_config(tiny_synthetic, tmp_path, encoder_file, **{"train.precision": "auto"}),
+                                torch.device("cpu"))
+    assert trainer.precision == expected
+    assert any(f"train.precision=auto: {expected}" in r.getMessage() for r in caplog.records)
+    with trainer.autocast():
+        y = torch.nn.functional.linear(torch.ones(2, 2), torch.ones(2, 2))
+    assert y.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)

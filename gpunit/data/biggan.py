@@ -36,10 +36,10 @@ from pytorch_pretrained_biggan.model import (
     WEIGHTS_NAME,
 )
 from torchvision.transforms.v2.functional import to_pil_image
-from tqdm import tqdm
 
 from gpunit.data.images import write_png_atomic
 from gpunit.pretrained import MissingWeightsError, load_state_dict
+from gpunit.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def generate_pairs(model: BigGAN, out_dir: str | os.PathLike, classes: list[int]
     skipped = (stop_index - start_index) * len(folders) - len(todo)
     model = model.to(device).eval()
     dim_z = model.config.z_dim
-    with tqdm(total=len(todo), desc="BigGAN pairs", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(todo), desc="BigGAN pairs", unit="img", disable=not progress) as bar:
         for t in sorted(set(trunc)):  # the model takes one truncation per call
             jobs = [(k, c) for k, c in todo if trunc[k] == t]
             for i in range(0, len(jobs), batch_size):

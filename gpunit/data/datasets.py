@@ -21,7 +21,8 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gpunit.data.images import filter_readable, load_mask, load_rgb, natural_key, scan_images, to_tensor
+from gpunit.data.images import (RESIZE_POLICIES, filter_readable, load_mask, load_rgb, model_input, natural_key,
+                                scan_images, to_tensor)
 
 log = logging.getLogger("gpunit.data")
 
@@ -255,12 +256,18 @@ class ImageFolderDataset(Dataset):
     """Images of one or more folders (recursive), items ``x`` (3,S,S) in [-1, 1] and ``path`` (str).
 
     Used for the target set's style codes and for evaluation; by default a plain resize, no jitter.
+    ``resize`` names an inference policy of :func:`gpunit.data.images.model_input` instead ("stretch" gives the
+    default's pixels; "published" the authors' float resize).
     """
 
     def __init__(self, folders: str | Sequence[str], image_size: int, counts: Sequence[int] | None = None,
-                 load_size: int = 0, flip: bool = False, seed: int = 0):
+                 load_size: int = 0, flip: bool = False, seed: int = 0, resize: str | None = None):
+        if resize is not None and resize not in RESIZE_POLICIES:
+            raise ValueError(f"unknown resize policy {resize!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+        if resize is not None and (load_size > image_size or flip):
+            raise ValueError("a resize policy is for inference inputs: it takes no load_size crop and no flip")
         self.augment = Augment(image_size, load_size, flip)
-        self.seed = seed
+        self.seed, self.resize = seed, resize
         self.paths = _readable_or_fail(_collect(folders, counts, "image"), "image")
 
     def __len__(self) -> int:
@@ -268,6 +275,8 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         path = self.paths[i % len(self)]
+        if self.resize is not None:
+            return {"x": model_input(load_rgb(path), self.augment.image_size, self.resize), "path": str(path)}
         params = self.augment.sample(item_generator(self.seed, i))
         return {"x": to_tensor(self.augment(load_rgb(path), params)), "path": str(path)}
 

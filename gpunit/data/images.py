@@ -7,7 +7,8 @@ Conversions (``load_rgb``):
 - 16-bit grayscale ("I;16*", "I") is scaled from 0..65535 to 0..255 (PIL's own convert would clip it to 255).
 - CMYK, palette and other modes go through PIL's convert("RGB").
 
-Tensors are (3, H, W) float in [-1, 1], as the networks expect.
+Tensors are (3, H, W) float in [-1, 1], as the networks expect. ``model_input`` makes one at the model's size
+with a resize policy; "published" is GP-UNIT's inference.py preprocessing (a float resize, never rounded to 8 bits).
 """
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as nnF
+import torchvision.transforms.functional as F1
 import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageOps
 
 log = logging.getLogger("gpunit.data")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"})
-RESIZE_POLICIES = ("shortside_crop", "stretch", "pad")
+RESIZE_POLICIES = ("shortside_crop", "stretch", "pad", "published")
 
 # What PIL raises on corrupt, truncated or hostile files (UnidentifiedImageError is an OSError).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
@@ -149,8 +152,15 @@ def filter_readable(paths: Iterable[str | Path], max_listed: int = 20) -> tuple[
 
 
 # ----------------------------------------------------------------------------- tensors
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL image -> (C, H, W) float in [-1, 1] (C = 3 for RGB, 1 for a mask)."""
+def to_tensor(img: Image.Image | torch.Tensor) -> torch.Tensor:
+    """PIL image -> (C, H, W) float in [-1, 1] (C = 3 for RGB, 1 for a mask).
+
+    A float tensor is taken to be a model input already (from :func:`model_input`) and returned as is.
+    """
+    if isinstance(img, torch.Tensor):
+        if not img.is_floating_point():
+            raise TypeError(f"to_tensor takes a PIL image or a float image tensor in [-1, 1], got {img.dtype}")
+        return img
     return F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True) * 2 - 1
 
 
@@ -191,8 +201,11 @@ def resize_for_model(img: Image.Image, size: int, policy: str = "shortside_crop"
 
     "shortside_crop": resize the short side to ``size`` and centre-crop (keeps the aspect, loses the borders);
     "stretch": resize to size x size, as in training (keeps everything, distorts the aspect);
-    "pad": fit the long side to ``size`` and centre it on black (keeps everything undistorted).
+    "pad": fit the long side to ``size`` and centre it on black (keeps everything undistorted);
+    "published": :func:`model_input`'s float resize rounded to 8 bits (for display; the model gets the floats).
     """
+    if policy == "published":
+        return to_pil(model_input(img, size, policy))
     if policy == "shortside_crop":
         return F.center_crop(F.resize(img, size, interpolation=F.InterpolationMode.BILINEAR), [size, size])
     if policy == "stretch":
@@ -205,3 +218,17 @@ def resize_for_model(img: Image.Image, size: int, policy: str = "shortside_crop"
                      ((size - w) // 2, (size - h) // 2))
         return canvas
     raise ValueError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+
+
+def model_input(img: Image.Image, size: int, policy: str = "shortside_crop") -> torch.Tensor:
+    """A (3, size, size) model input in [-1, 1] from an RGB image (see :func:`resize_for_model`).
+
+    "published" is what GP-UNIT's inference.py feeds its networks: ToTensor and Normalize(0.5, 0.5) on the
+    whole image, then ``F.interpolate(size, mode="bilinear", align_corners=True)`` on the floats: stretched,
+    no antialiasing, not rounded to 8 bits. The other policies resize the 8-bit image with PIL's
+    (antialiased) bilinear filter.
+    """
+    if policy == "published":
+        x = F1.normalize(F1.to_tensor(img), [0.5] * 3, [0.5] * 3)  # the published load_image, op for op
+        return nnF.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=True)[0]
+    return to_tensor(resize_for_model(img, size, policy))

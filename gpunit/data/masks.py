@@ -20,11 +20,11 @@ import torch
 from torchvision.models.detection import (MaskRCNN_ResNet50_FPN_V2_Weights, MaskRCNN_ResNet50_FPN_Weights,
                                           maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2)
 from torchvision.transforms.v2.functional import pil_to_tensor
-from tqdm import tqdm
 
 from gpunit.data.biggan import write_png
 from gpunit.data.images import UnreadableImageError, is_image_file, load_rgb, scan_images
 from gpunit.pretrained import MissingWeightsError, find_weights, load_state_dict
+from gpunit.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def write_masks(image_root: str | os.PathLike, mask_root: str | os.PathLike, mas
     targets = {p: mask_root / p.relative_to(image_root).with_suffix(".png") for p in images}
     todo = [p for p in images if not targets[p].is_file()]
     written = failed = 0
-    for i in tqdm(range(0, len(todo), batch_size), desc="masks", unit="batch", disable=not progress):
+    for i in progress_bar(range(0, len(todo), batch_size), desc="masks", unit="batch", disable=not progress):
         loaded = [(p, img) for p in todo[i:i + batch_size] if (img := _read_rgb(p)) is not None]
         failed += min(batch_size, len(todo) - i) - len(loaded)
         if not loaded:

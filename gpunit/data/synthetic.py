@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+
+from gpunit.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -548,7 +549,7 @@ def make_dataset(out_dir: str | os.PathLike, size: int = 64, classes=None, pairs
     tasks = [(str(out), int(size), int(seed), job) for job in jobs]
     workers = (os.cpu_count() or 1) if workers is None else workers
     rows = []
-    with tqdm(total=len(tasks), desc="synthetic prior", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(tasks), desc="synthetic prior", unit="img", disable=not progress) as bar:
         if workers <= 1:
             for task in tasks:
                 rows.append(_render_job(task))

@@ -4,6 +4,8 @@ not need the evaluation packages (pytorch-fid, lpips):
 - :mod:`~gpunit.metrics.fid`: FID on Inception features, DeepI2I's per-class mFID/mKID;
 - :mod:`~gpunit.metrics.kid`: KID;
 - :mod:`~gpunit.metrics.lpips_diversity`: LPIPS diversity;
+- :mod:`~gpunit.metrics.paper_protocol` (+ :mod:`~gpunit.metrics.paper_networks`): FID and LPIPS diversity
+  exactly as the paper's Table 1 computed them (StarGAN v2's metric code);
 - :mod:`~gpunit.metrics.domain_classifier`: translation accuracy (RC/FC) of a domain classifier;
 - :mod:`~gpunit.metrics.content`, :mod:`~gpunit.metrics.prior`: checks on the synthetic prior.
 """

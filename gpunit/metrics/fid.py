@@ -15,10 +15,10 @@ import torch
 import torchvision
 from pytorch_fid import inception as fid_inception
 from torch import nn
-from tqdm import tqdm
 
 from gpunit.metrics.kid import kernel_inception_distance
 from gpunit.pretrained import find_weights, load_state_dict
+from gpunit.progress import progress_bar
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FEATURE_DIM = 2048
@@ -61,7 +61,9 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
         super().__init__()
-        net = load_fid_inception(weights_path)
+        self.weights_file = find_weights(INCEPTION_WEIGHTS_FILE, fid_inception.FID_WEIGHTS_URL, path=weights_path,
+                                         what="Inception (FID/KID)", option="--inception-weights")
+        net = load_fid_inception(self.weights_file)
         # InceptionV3 would download its weights; hand it our loaded network instead so the
         # block layout, the resize to 299 and the input scaling stay exactly pytorch-fid's.
         with mock.patch.object(fid_inception, "fid_inception_v3", return_value=net):
@@ -91,8 +93,8 @@ class InceptionFeatures(nn.Module):
         total = -(-len(images) // batch_size) if isinstance(images, torch.Tensor) else None
         show = progress if progress is not None else (total is None or total > 10)
         feats = [self(batch).cpu().double().numpy()
-                 for batch in tqdm(_batches(images, batch_size), total=total, disable=not show,
-                                   desc="Inception features", unit="batch", leave=False)]
+                 for batch in progress_bar(_batches(images, batch_size), total=total, disable=not show,
+                                          desc="Inception features", unit="batch", leave=False)]
         if not feats:
             raise ValueError("no images were given to compute Inception features of")
         return np.concatenate(feats)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import lpips
 import torch
@@ -43,21 +44,27 @@ def build_lpips_alex() -> lpips.LPIPS:
         return lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
 
 
+def load_lpips_alex(alexnet_weights: str | os.PathLike | None = None) -> tuple[lpips.LPIPS, Path]:
+    """LPIPS (AlexNet) with torchvision's AlexNet weights file found on disk; returns (model, file used)."""
+    path = find_weights(ALEXNET_WEIGHTS_FILE, AlexNet_Weights.IMAGENET1K_V1.url, path=alexnet_weights,
+                        what="AlexNet (LPIPS diversity)", option="--lpips-weights")
+    model = build_lpips_alex()
+    backbone = alexnet_features_to_lpips(load_state_dict(path), model.net)
+    missing = sorted(set(model.net.state_dict()) - set(backbone))
+    if missing:
+        raise ValueError(f"{path} is not torchvision's AlexNet weights file {ALEXNET_WEIGHTS_FILE} "
+                         f"(no 'features.*' weights for {missing}); download it from "
+                         f"{AlexNet_Weights.IMAGENET1K_V1.url}")
+    model.net.load_state_dict(backbone)
+    return model.eval(), path
+
+
 class LPIPSDiversity:
     """Mean pairwise LPIPS (AlexNet) among the K outputs of each input, averaged over inputs."""
 
     def __init__(self, alexnet_weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                  pairs_per_batch: int = 64):
-        path = find_weights(ALEXNET_WEIGHTS_FILE, AlexNet_Weights.IMAGENET1K_V1.url, path=alexnet_weights,
-                            what="AlexNet (LPIPS diversity)", option="--lpips-weights")
-        self.model = build_lpips_alex()
-        backbone = alexnet_features_to_lpips(load_state_dict(path), self.model.net)
-        missing = sorted(set(self.model.net.state_dict()) - set(backbone))
-        if missing:
-            raise ValueError(f"{path} is not torchvision's AlexNet weights file {ALEXNET_WEIGHTS_FILE} "
-                             f"(no 'features.*' weights for {missing}); download it from "
-                             f"{AlexNet_Weights.IMAGENET1K_V1.url}")
-        self.model.net.load_state_dict(backbone)
+        self.model, self.weights_file = load_lpips_alex(alexnet_weights)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         self.pairs_per_batch = pairs_per_batch

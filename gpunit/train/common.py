@@ -40,9 +40,8 @@ import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
+from gpunit.progress import logging_above, progress_bar
 from gpunit.train import distributed
 from gpunit.checkpoints import CheckpointError, atomic_save
 from gpunit.data.images import save_image  # one error type for every unusable checkpoint file
@@ -415,9 +414,10 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
 
     step = start
     meter, watch = _IntervalMeter(), NonFiniteWatch()
-    bar = tqdm(total=total_steps, initial=start, disable=not (progress and main), unit="step", dynamic_ncols=True)
+    bar = progress_bar(total=total_steps, initial=start, disable=not (progress and main), desc=run_dir.name,
+                       unit="step", dynamic_ncols=True)
     try:
-        with StopSignal() as stop, logging_redirect_tqdm():  # log lines print above the bar
+        with StopSignal() as stop, logging_above(bar):
             for step in range(start + 1, total_steps + 1):
                 losses = trainer.train_step(step)
                 meter.add(losses)
@@ -431,7 +431,7 @@ def train_loop(trainer: Trainer, *, run_dir: Path, total_steps: int, log_every: 
                     scalars = meter.read(trainer.images_per_step)  # the only device sync of a normal step
                     logger.scalars(step, scalars)
                     bar.set_postfix({tag.removeprefix("loss/"): f"{value:.3g}" for tag, value in scalars.items()
-                                     if tag.startswith("loss/")}, refresh=True)
+                                     if tag.startswith("loss/")}, refresh=False)
                 if main and (step % image_every == 0 or step == 1):
                     with preserved_rng_state():
                         grids = trainer.sample_images(step)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from gpunit.models import StyleSampler
+from gpunit.progress import progress_bar
 
 
 @torch.no_grad()
@@ -59,7 +59,7 @@ def fit_sampler(sampler: StyleSampler, codes: torch.Tensor, epochs: int, batch_s
     bs = min(batch_size, n)
     batches = n // bs
     history = []
-    bar = tqdm(range(epochs), desc="style sampler", disable=not progress, leave=False)
+    bar = progress_bar(range(epochs), desc="style sampler", disable=not progress, leave=False)
     for epoch in bar:
         # A fresh optimiser each epoch with a step-decayed rate, as in GLANN's code.
         opt = torch.optim.Adam(sampler.parameters(), lr=lr * decay_rate ** (epoch // decay_epochs),

@@ -53,8 +53,9 @@ class Stage1Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = speed.adam(self.params, t.lr, t.betas, t.weight_decay, device)
         speed.tune_backends(device)
-        self.autocast = speed.autocast(device, t.precision)
-        self.scaler = speed.grad_scaler(device, t.precision)
+        self.precision = speed.resolve_precision(t.precision, device)  # "auto" -> bf16 or fp32, logged
+        self.autocast = speed.autocast(device, self.precision)
+        self.scaler = speed.grad_scaler(device, self.precision)
         speed.maybe_compile(self.model, t.compile)
         self.vgg = perceptual_net if perceptual_net is not None else \
             losses.build_perceptual(cfg.loss.perceptual, cfg.loss.vgg_weights)

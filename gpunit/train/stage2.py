@@ -94,8 +94,9 @@ class Stage2Trainer:
         self.opt_g = speed.adam(self.g_params, t.lr, t.betas, t.weight_decay, device)
         self.opt_d = speed.adam(self.d_params, t.lr, t.betas, t.weight_decay, device)
         speed.tune_backends(device)
-        self.autocast = speed.autocast(device, t.precision)
-        self.scaler = speed.grad_scaler(device, t.precision)
+        self.precision = speed.resolve_precision(t.precision, device)  # "auto" -> bf16 or fp32, logged
+        self.autocast = speed.autocast(device, self.precision)
+        self.scaler = speed.grad_scaler(device, self.precision)
         # D stays eager: R1 needs a double backward, which torch.compile's autograd does not support.
         for net in (self.encoder, self.generator):
             speed.maybe_compile(net, t.compile)
