@@ -6,8 +6,10 @@ from random reference images of the target domain (exemplar-guided); then
   and per-class mFID / mKID when the reference images come from several class folders (DeepI2I);
 - diversity: mean pairwise LPIPS among the outputs of each input;
 - on the built-in synthetic data: content consistency (object centroid/scale/angle vs. the content
-  image's, against a random pairing) and domain accuracy (share of translations a classifier
-  trained on the synthetic domains recognises as the target domain).
+  image's, against a random pairing), domain accuracy (share of translations a classifier
+  trained on the synthetic domains recognises as the target domain: it judges texture and palette)
+  and shape (the object's silhouette against every class's at the content's pose:
+  :mod:`gpunit.metrics.shape`).
 Metrics whose pretrained weights are missing are skipped, and the report says which file enables them.
 This is the "standard" protocol; the FIDs of the paper's Table 1 come from another one (StarGAN v2's code):
 :mod:`gpunit.evaluate_paper`.
@@ -110,6 +112,8 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
         results["domain_accuracy"] = domain_hits / (len(contents) * num_outputs)
         results["domain_classifier_test_accuracy"] = synthetic["classifier"].test_accuracy
         results.update({f"content_{k}": v for k, v in content_consistency(content_images, content_rows, seed).items()})
+        from gpunit.metrics.shape import shape_consistency
+        results.update(shape_consistency(content_images, content_rows, synthetic["target"], seed))
     results["skipped"] = skipped
     return results
 
@@ -188,7 +192,10 @@ def format_report(results: dict) -> str:
              "content_centroid_px": "Centroid error (px)", "content_random_centroid_px": "  random pairing",
              "content_scale_rel": "Scale error (rel.)", "content_random_scale_rel": "  random pairing",
              "content_angle_deg": "Angle error (deg)", "content_random_angle_deg": "  random pairing",
-             "content_object_found": "Object found"}
+             "content_object_found": "Object found",
+             "shape_accuracy": "Shape accuracy", "random_shape_accuracy": "  random pairing",
+             "source_shape_accuracy": "  source images", "silhouette_iou": "Silhouette IoU",
+             "random_silhouette_iou": "  random pairing", "source_silhouette_iou": "  source images"}
     if results.get("protocol") == "paper":
         from gpunit.evaluate_paper import format_paper_report
         return format_paper_report(results)

@@ -21,6 +21,7 @@ class PlainLineProgress(tqdm):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
+        kwargs.setdefault("maxinterval", kwargs["mininterval"])  # tqdm's monitor would refresh every 10 s
         kwargs.update(ascii=True, dynamic_ncols=False)
         super().__init__(*args, **kwargs)
         if not self.disable:

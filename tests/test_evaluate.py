@@ -45,10 +45,12 @@ def test_evaluate_synthetic_reports_and_skips_missing_weights(tiny_synthetic, tr
                        num_outputs=2, synthetic_root=str(root), progress=False)
     assert results["num_inputs"] == 4 and 0 <= results["domain_accuracy"] <= 1
     assert {"content_centroid_px", "content_random_centroid_px", "content_object_found"} <= set(results)
+    assert {"shape_accuracy", "silhouette_iou", "source_shape_accuracy", "random_silhouette_iou"} <= set(results)
+    assert results["source_shape_accuracy"] == 0.0  # the untranslated ellipses are no stars
     assert "pt_inception-2015-12-05-6726825d.pth" in results["skipped"]["fid_kid"]
     assert "alexnet-owt-7be5be79.pth" in results["skipped"]["lpips_diversity"]
     report = format_report(results)
-    assert "Domain accuracy" in report and "skipped" in report
+    assert "Domain accuracy" in report and "Shape accuracy" in report and "skipped" in report
 
 
 def test_evaluate_fid_with_weights_file(tiny_synthetic, translator, tmp_path):

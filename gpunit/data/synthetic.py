@@ -374,15 +374,14 @@ def object_stats(mask: np.ndarray) -> dict:
             "elongation": math.sqrt(major / minor)}
 
 
-def measure_object(image: np.ndarray, background: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                   min_saturation: float = DEFAULT_MIN_SATURATION) -> dict:
-    """:func:`object_stats` of the object in ``image`` given its known ``background`` (both (H, W, 3) uint8).
+def object_mask(image: np.ndarray, background: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
+                min_saturation: float = DEFAULT_MIN_SATURATION) -> np.ndarray:
+    """The object's pixels in ``image`` given its known ``background`` (both (H, W, 3) uint8): (H, W) bool.
 
     Object pixels differ from the background by more than ``threshold`` (largest channel
     difference) and are saturated (max - min channel > ``min_saturation``): every class paints its
     object in saturated colours over a muted background, and a translation reproduces the
     background only approximately, so the difference alone would also pick up background drift.
-    NaNs when no pixel qualifies.
     """
     image, background = np.asarray(image), np.asarray(background)
     if image.shape != background.shape or image.ndim != 3 or image.shape[2] != 3:
@@ -391,7 +390,13 @@ def measure_object(image: np.ndarray, background: np.ndarray, threshold: float =
     pixels = image.astype(np.int16)
     diff = np.abs(pixels - background.astype(np.int16)).max(axis=2)
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
-    return object_stats(((diff > threshold) & (saturation > min_saturation)).astype(np.float64))
+    return (diff > threshold) & (saturation > min_saturation)
+
+
+def measure_object(image: np.ndarray, background: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
+                   min_saturation: float = DEFAULT_MIN_SATURATION) -> dict:
+    """:func:`object_stats` of :func:`object_mask`; NaNs when no pixel qualifies."""
+    return object_stats(object_mask(image, background, threshold, min_saturation).astype(np.float64))
 
 
 # ------------------------------------------------------------------------------------ data set
