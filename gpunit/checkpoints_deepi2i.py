@@ -21,8 +21,10 @@ but never use them for a translation (E1 evaluates ``linear`` and ignores the re
 dropped on loading; the remaining parameters keep the published order.
 
 Our file (``format: gpunit-deepi2i-translator-v1``): encoder, adaptors and (EMA) generator state
-dicts, class names, the architecture that shapes cannot tell (fused widths, identity adaptors,
-fusion weights) and the run's config as plain values; ``torch.load(weights_only=True)`` reads it.
+dicts, class names, the architecture that shapes cannot tell (fused widths, identity and channel-repeat
+adaptors, fusion weights) and the run's config as plain values; ``torch.load(weights_only=True)`` reads it.
+Our BigGAN file (``format: gpunit-biggan-v1``, written by ``scripts/train_biggan.py``): G, its EMA, D, their
+Adam states and the class names of the embedding rows; DeepI2I training starts from it as from the release.
 """
 from __future__ import annotations
 
@@ -339,6 +341,7 @@ def save_deepi2i_translator(path: str | os.PathLike, network: DeepI2I, class_nam
         "encoder": _cpu_state(network.encoder), "adaptors": _cpu_state(a), "generator": _cpu_state(network.generator),
         "architecture": {"adaptor_resolutions": list(a.resolutions), "adaptor_in_channels": list(a.in_channels),
                          "adaptor_out_channels": list(a.out_channels), "adaptor_identity": list(a.identity),
+                         "adaptor_repeat": list(a.repeat),
                          "fusion_weights": {int(k): float(v) for k, v in network.fusion_weights.items()}},
         "class_names": names, "config": _plain(config or {}),
     }, path)
@@ -354,7 +357,7 @@ def load_deepi2i_translator_file(path: str | os.PathLike) -> tuple[DeepI2I, list
     g = build_generator(obj["generator"], f"{path} [generator]")
     encoder = build_encoder(obj["encoder"], f"{path} [encoder]")
     adaptors = Adaptors(arch["adaptor_resolutions"], arch["adaptor_in_channels"], arch["adaptor_out_channels"],
-                        arch["adaptor_identity"])
+                        arch["adaptor_identity"], repeat=arch.get("adaptor_repeat", []))
     load_into(adaptors, obj["adaptors"], "DeepI2I adaptor set", f"{path} [adaptors]")
     try:
         network = DeepI2I(encoder, adaptors, g, {int(k): v for k, v in arch["fusion_weights"].items()})
@@ -381,3 +384,74 @@ def looks_like_biggan_state(path: str | os.PathLike) -> bool:
     except Exception:  # as above
         return False
     return isinstance(obj, dict) and any(str(k).startswith("blocks.0.0.conv1.") for k in obj)
+
+
+# ----------------------------------------------------------------------------- our BigGAN file
+BIGGAN_FORMAT = "gpunit-biggan-v1"
+
+
+def save_biggan(path: str | os.PathLike, generator: BigGANGenerator, discriminator: BigGANDiscriminator,
+                generator_ema: BigGANGenerator | None = None, class_names: Sequence[str] | None = None,
+                optimizers: Mapping[str, dict] | None = None, step: int = 0, config: dict | None = None) -> Path:
+    """What ``scripts/train_biggan.py`` exports, our counterpart of BigGAN-PyTorch's release folder: G, its moving
+    average, D (published key names), their Adam states (``{"G": ..., "D": ...}``; entry i belongs to the i-th
+    parameter, as in ``G_optim.pth``), the names of the class-embedding rows, the step and the config.
+    DeepI2I starts from it with ``init.source=gpunit_biggan``. Written atomically, read with weights_only."""
+    names = check_class_names(class_names, generator.num_classes, "the generator")
+    return atomic_save({
+        "format": BIGGAN_FORMAT, "generator": _cpu_state(generator), "discriminator": _cpu_state(discriminator),
+        "generator_ema": _cpu_state(generator_ema) if generator_ema is not None else None,
+        "optimizers": dict(optimizers or {}), "class_names": names, "step": int(step), "config": _plain(config or {}),
+    }, path)
+
+
+@dataclass
+class BigGANStates:
+    """The state dicts of a BigGAN source (published key names) and what comes with them."""
+    generator: dict
+    discriminator: dict
+    class_names: list[str] | None = None
+    optimizer_states: dict[str, dict] = field(default_factory=dict)  # "G", "D" (Adam state dicts)
+    step: int = 0
+    source: str = ""
+
+
+def read_biggan_file(path: str | os.PathLike, generator: str = "ema") -> BigGANStates:
+    """Our ``biggan.pt``; ``generator``: "ema" (the moving average, when the run kept one) or "raw"."""
+    if generator not in ("ema", "raw"):
+        raise ValueError(f"generator must be 'ema' or 'raw', got {generator!r}")
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; init.source=gpunit_biggan takes the biggan.pt file that "
+                              "scripts/train_biggan.py writes (a BigGAN-PyTorch release folder is "
+                              "init.source=biggan_release)")
+    obj = read_checkpoint(path)
+    if not isinstance(obj, dict) or obj.get("format") != BIGGAN_FORMAT:
+        found = obj.get("format", "no format key") if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: expected a gpunit BigGAN file ({BIGGAN_FORMAT}, written by "
+                              f"scripts/train_biggan.py), found {found}")
+    g = obj["generator_ema"] if generator == "ema" and obj.get("generator_ema") is not None else obj["generator"]
+    if generator == "ema" and obj.get("generator_ema") is None:
+        log.info("%s has no EMA generator (trained with train.ema=false): using its generator", path)
+    return BigGANStates(g, obj["discriminator"], obj.get("class_names"), dict(obj.get("optimizers") or {}),
+                        int(obj.get("step", 0)), str(path))
+
+
+def read_biggan_release(folder: str | os.PathLike | None = None, generator: str = "ema",
+                        optimizers: bool = True) -> BigGANStates:
+    """BigGAN-PyTorch's release folder as state dicts: G from ``G_ema.pth`` ("ema") or ``G.pth`` ("raw"), D from
+    ``D.pth``, the Adam states from ``G_optim.pth`` / ``D_optim.pth`` when present and asked for, and ``itr`` from
+    ``state_dict.pth``."""
+    if generator not in ("ema", "raw"):
+        raise ValueError(f"generator must be 'ema' or 'raw', got {generator!r}")
+    folder = biggan_release_folder(folder)
+    g_name = "G_ema.pth" if generator == "ema" else "G.pth"
+    files = {name: _need(folder, name, "BigGAN release", f"get {RELEASE_HINT}") for name in (g_name, "D.pth")}
+    optim = {}
+    if optimizers:
+        optim = {k: v for k, v in {"G": _read_optional(folder, "G_optim.pth"),
+                                   "D": _read_optional(folder, "D_optim.pth")}.items() if v is not None}
+    state_file = folder / "state_dict.pth"
+    state = read_training_state(state_file) if state_file.is_file() else None
+    return BigGANStates(read_checkpoint(files[g_name]), read_checkpoint(files["D.pth"]), None, optim,
+                        int((state or {}).get("itr", 0) or 0), str(folder))

@@ -42,7 +42,9 @@ class Stage1DataConfig:
     unpaired_root: str | None = "data/synthetic/unpaired"  # real images for the unary losses (None: paired only)
     unpaired_mask_root: str | None = "data/synthetic/unpaired_mask"
     test_root: str | None = "data/synthetic/pairs_test"  # held-out pairs: content-feature check at the end
-    images_per_domain: int = 600   # per class folder; 0 = all
+    images_per_domain: int = 600   # first n images of each class folder of both roots; 0 = all
+    # Class folders (by name, in either root) that take another count, e.g. {1001_face: 29000}; 0 = all.
+    domain_counts: dict[str, int] = field(default_factory=dict)
     load_size: int = 286           # resize to this, then random-crop image_size (0 = no resize/crop jitter)
     flip: bool = True              # random horizontal flip of the whole sample
     num_workers: int = 2
@@ -64,7 +66,9 @@ class Stage1LossConfig:
 @dataclass
 class TrainConfig:
     iterations: int = 45000
-    batch_size: int = 16
+    batch_size: int = 16           # images per update (over all processes of a torchrun job)
+    accumulate: int = 1            # micro-batches per update: batch_size / accumulate images per forward pass
+                                   # (less memory, same update; gpunit/train/accumulate.py)
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
@@ -115,6 +119,7 @@ class Stage2DataConfig:
     target_counts: list[int] = field(default_factory=list)
     load_size: int = 286           # resize, then random-crop image_size (0 = resize to image_size only)
     flip: bool = True
+    same_crop: bool = False        # x and y share one crop and flip, as published (default: independent draws)
     num_workers: int = 2
 
 
@@ -142,6 +147,9 @@ class SamplerConfig:
     batch_size: int = 128
     lr: float = 1e-3
     mitigate_style_bias: bool = False  # oversample styles far from the mean
+    augment: bool = True           # codes of target images with the training crop and flip, fresh at each fit
+                                   # (published); false: plain resize to image_size
+    warm_start: bool = False       # refit the previous sampler instead of a new one at each checkpoint
 
 
 @dataclass
@@ -270,6 +278,11 @@ def _coerce(value: Any, expected: Any) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(value, inner)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError
+        # YAML reads a key such as 1001 as an int; folder names are strings
+        return {_coerce(str(k) if type(k) is int else k, args[0]): _coerce(v, args[1]) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise TypeError

@@ -2,11 +2,12 @@
 
 Stage I (Sec. 3.2):  L_arec + L_srec + L_dis + L_reg                       (Eq. 1)
 Stage II (Sec. 4):   L_adv + l1 L_con + l2 L_sty + l3 L_msk + l4 L_rec (+ L_id for faces)
+DeepI2I (Wang et al., NeurIPS 2020, Sec. 3.1): l_adv L_adv + l_rec L_rec  (Eq. 4), and BigGAN's hinge loss.
 The trainers weight these terms by ``cfg.loss.lambda_*``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -52,6 +53,52 @@ def mask_loss(masks: Sequence[torch.Tensor]) -> torch.Tensor:
     if not masks:
         return torch.zeros(())
     return torch.stack([m.mean() for m in masks]).sum()
+
+
+# ----------------------------------------------------------------------------- DeepI2I and BigGAN
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BigGAN's discriminator hinge loss, which the published DeepI2I code trains with (its default here):
+    ``(E[relu(1 - D(y, l))], E[relu(1 + D(y_hat, c))])``, returned apart as the published code logs them."""
+    return F.relu(1 - real_logits).mean(), F.relu(1 + fake_logits).mean()
+
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator side of the hinge loss: ``-E[D(y_hat, c)]``."""
+    return -fake_logits.mean()
+
+
+def log_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepI2I Eq. 1 for the discriminator: ``(-E[log D(y, l)], -E[log(1 - D(y_hat, c))])`` on logits."""
+    return F.softplus(-real_logits).mean(), F.softplus(fake_logits).mean()
+
+
+def log_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 for the generator in its non-saturating form, ``-E[log D(y_hat, c)]``."""
+    return F.softplus(-fake_logits).mean()
+
+
+GAN_LOSSES = {"hinge": (hinge_d_loss, hinge_g_loss), "log": (log_d_loss, log_g_loss)}
+
+
+def gan_losses(kind: str):
+    """(d_loss, g_loss) functions of ``kind``: "hinge" (published code) or "log" (the paper's Eq. 1)."""
+    if kind not in GAN_LOSSES:
+        raise ValueError(f"loss.adversarial must be one of {sorted(GAN_LOSSES)}, got '{kind}'")
+    return GAN_LOSSES[kind]
+
+
+def feature_reconstruction_terms(feat_translation: Mapping[int, torch.Tensor], feat_input: Mapping[int, torch.Tensor],
+                                 weights: Mapping[int, float], distance: str = "mse") -> dict[int, torch.Tensor]:
+    """DeepI2I's L_rec (Eq. 3) per discriminator width l: ``alpha_l * d(Psi_l(y_hat), Psi_l(x))``.
+
+    Row i of ``feat_translation`` is compared with row i of ``feat_input`` (each translation with its own
+    input); ``d`` is the mean over elements of the squared difference ("mse", the published code's) or
+    of the absolute difference ("l1", Eq. 3). Widths with weight 0 are skipped. Sum the terms for L_rec.
+    """
+    if distance not in ("mse", "l1"):
+        raise ValueError(f"loss.reconstruction must be 'mse' or 'l1', got '{distance}'")
+    dist = F.mse_loss if distance == "mse" else F.l1_loss
+    return {res: w * dist(feat_translation[res], feat_input[res]) for res, w in weights.items() if w != 0}
 
 
 # ----------------------------------------------------------------------------- perceptual

@@ -1,10 +1,13 @@
 """Generate paired prior data from BigGAN (paper Sec. 3.1, Appendix A.1) and, optionally, instance masks.
 
     python scripts/generate_pairs.py --out data/biggan --biggan weights/biggan-deep-128 \
-        --classes paper --num-latents 655 --size 256 --masks maskrcnn
+        --classes paper --num-latents 6000 --keep 655 --size 256 --masks maskrcnn
 
-Writes <out>/pairs/<index>_<group>/<k>.png (same k = same latent) and the masks in <out>/pairs_mask/,
-the layout of scripts/make_synthetic.py. Rerunning the same command resumes where it stopped.
+As in the paper, --num-latents candidates are scored in every class and the --keep best latents are
+written (gpunit/data/pair_filter.py: VGG conv5_2 style typicality, optionally the object's mask area);
+--keep 0 writes every latent. Writes <out>/pairs/<index>_<group>/<k>.png (same k = same latent), the masks
+in <out>/pairs_mask/ (the layout of scripts/make_synthetic.py) and the scores in <out>/filter/.
+Rerunning the same command resumes where it stopped.
 """
 import argparse
 
@@ -30,7 +33,13 @@ def main(argv=None) -> None:
     p.add_argument("--biggan", help="folder with pytorch_model.bin + config.json (default: try a download)")
     p.add_argument("--model-name", default="biggan-deep-128", help="BigGAN variant (for the download hint)")
     p.add_argument("--classes", type=parse_classes, default="paper", help="paper | bird_dog_car | 7,8,11")
-    p.add_argument("--num-latents", type=int, default=655, help="latents (images per class); paper: 655")
+    p.add_argument("--num-latents", type=int, default=6000, help="candidate latents per class; paper: 6000")
+    p.add_argument("--keep", type=int, default=655, help="latents kept after filtering; paper: 655 (0 = keep all)")
+    p.add_argument("--vgg-weights", help="vgg19-dcbb9e9d.pth or its folder, for filtering (default: torch hub cache)")
+    p.add_argument("--min-object-area", type=float, default=0.0,
+                   help="filter: the object's mask must cover this fraction of the image (needs --masks; 0 = off)")
+    p.add_argument("--min-object-classes", type=float, default=0.9,
+                   help="filter: ... in at least this fraction of the classes (default: %(default)s)")
     p.add_argument("--truncations", type=float, nargs="+", default=[0.5, 1.0],
                    help="split the latents into equal blocks, one per truncation")
     p.add_argument("--batch-size", type=int, default=16)
@@ -43,13 +52,27 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     device = resolve_device(args.device)
 
+    if args.min_object_area > 0 and args.masks == "none":
+        p.error("--min-object-area needs a mask model: add --masks maskrcnn")
+
     model = load_biggan(args.biggan, args.model_name)
-    summary = generate_pairs(model, args.out, args.classes, args.num_latents, tuple(args.truncations),
-                             args.batch_size, args.seed, device, size=args.size, progress=not args.quiet)
-    print(f"{summary['written']} images written, {summary['skipped']} already there, in {summary['out']}")
+    masker = None
     if args.masks == "maskrcnn":
-        from gpunit.data.masks import MaskRCNNMasker, write_masks
+        from gpunit.data.masks import MaskRCNNMasker
         masker = MaskRCNNMasker(args.maskrcnn_weights, device)
+    kept = None
+    if 0 < args.keep < args.num_latents:  # over-generate, score, keep the best (Appendix A.1)
+        from gpunit.data.pair_filter import filter_latents
+        kept, path = filter_latents(model, args.out, args.classes, args.num_latents, args.keep, tuple(args.truncations),
+                                    args.seed, args.size, args.vgg_weights, masker, args.min_object_area,
+                                    args.min_object_classes, args.batch_size, device, progress=not args.quiet)
+        print(f"kept {len(kept)} of {args.num_latents} latents ({path})")
+    summary = generate_pairs(model, args.out, args.classes, args.num_latents, tuple(args.truncations),
+                             args.batch_size, args.seed, device, size=args.size, progress=not args.quiet,
+                             latents=kept)
+    print(f"{summary['written']} images written, {summary['skipped']} already there, in {summary['out']}")
+    if masker is not None:
+        from gpunit.data.masks import write_masks
         masks = write_masks(summary["out"], f"{args.out}/pairs_mask", masker, args.batch_size,
                             progress=not args.quiet)
         print(f"{masks['written']} masks written, {masks['skipped']} already there, {masks['failed']} unreadable")

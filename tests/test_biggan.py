@@ -199,15 +199,20 @@ def test_script_on_tiny_model(biggan_dir, tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith("error: BigGAN weights: folder")
 
-    # the pairs exist (resume), then masks are asked for without Mask R-CNN weights
+    # masks asked for without Mask R-CNN weights: stops before generating anything
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
-    monkeypatch.setattr(sys, "argv", script[1:] + ["--out", str(tmp_path), "--biggan", str(biggan_dir), "--classes",
-                                                   "11,232", "--num-latents", "2", "--size", "16", "--masks", "maskrcnn"])
+    monkeypatch.setattr(sys, "argv", script[1:] + ["--out", str(tmp_path / "m"), "--biggan", str(biggan_dir),
+                                                   "--classes", "11,232", "--num-latents", "2", "--size", "16",
+                                                   "--masks", "maskrcnn"])
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(script[1], run_name="__main__")
     out, err = capsys.readouterr()
-    assert exit_.value.code == 2 and "0 images written, 4 already there" in out
+    assert exit_.value.code == 2 and "images written" not in out and not (tmp_path / "m/pairs").exists()
     assert "maskrcnn_resnet50_fpn_v2_coco" in err and "--maskrcnn-weights" in err
+    monkeypatch.setattr(sys, "argv", script[1:] + ["--out", str(tmp_path / "m"), "--min-object-area", "0.1"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(script[1], run_name="__main__")
+    assert exit_.value.code == 2 and "--masks maskrcnn" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------- masks
@@ -273,3 +278,113 @@ def test_maskrcnn_masker_runs_with_random_weights(tmp_path):
     masker = MaskRCNNMasker(tmp_path / "m.pth", score_threshold=0.0)
     masks = masker(torch.randint(0, 256, (2, 3, 24, 32), dtype=torch.uint8))
     assert masks.shape == (2, 24, 32) and 0 <= masks.min() and masks.max() <= 1 and masks.max() > 0
+
+
+# ----------------------------------------------------------------------------- filtering
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory) -> Path:
+    """A random-weight stand-in for vgg19-dcbb9e9d.pth (its features up to conv5_2, under the same keys)."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(0)
+    features = make_layers(cfgs["E"])[:31]
+    for conv in features:
+        if isinstance(conv, torch.nn.Conv2d):  # torchvision's VGG init: the signal survives 13 layers
+            torch.nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            torch.nn.init.zeros_(conv.bias)
+    path = tmp_path_factory.mktemp("vgg") / "vgg19-dcbb9e9d.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path
+
+
+def brightness_masker(images):
+    """Stands in for Mask R-CNN: the mask is the mean intensity, so its area is the mean brightness."""
+    return [img.float().mean(0) / 255 for img in images]
+
+
+def test_select_latents_ranks_within_each_class():
+    from gpunit.data.pair_filter import select_latents
+
+    torch.manual_seed(0)
+    t = torch.rand(20, 3)
+    kept, info = select_latents(t, keep=5)
+    ranks = torch.stack([torch.tensor([sum(t[j, c] < t[k, c] for j in range(20)) / 19 for k in range(20)])
+                         for c in range(3)], 1)
+    assert torch.allclose(info["score"], ranks.mean(1))
+    assert kept == sorted(ranks.mean(1).argsort(descending=True)[:5].tolist())
+    # every class weighs alike: a class with a wider spread of typicality does not decide alone
+    stretched = t.clone()
+    stretched[:, 1] = 100 * stretched[:, 1] - 40
+    assert select_latents(stretched, keep=5)[0] == kept
+    assert sorted(stretched.mean(1).argsort(descending=True)[:5].tolist()) != kept  # a plain mean would differ
+
+
+def test_select_latents_object_check(caplog):
+    from gpunit.data.pair_filter import select_latents
+
+    t = torch.tensor([[0.9, 0.9, 0.9], [0.8, 0.8, 0.8], [0.7, 0.7, 0.7], [0.1, 0.1, 0.1]])
+    area = torch.tensor([[0.01, 0.5, 0.5],    # too small in one class of three
+                         [0.01, 0.01, 0.5],   # too small in two
+                         [0.3, 0.3, 0.3], [0.3, 0.3, 0.3]])
+    assert select_latents(t, 2)[0] == [0, 1]
+    assert select_latents(t, 2, area, min_object_area=0.05, min_object_classes=0.6)[0] == [0, 2]
+    with caplog.at_level("WARNING"):
+        kept, info = select_latents(t, 3, area, min_object_area=0.05, min_object_classes=1.0)
+    assert kept == [2, 3] and info["passed"].tolist() == [False, False, True, True]
+    assert "only 2 of 4 latents pass" in caplog.text
+    with pytest.raises(ValueError, match="mask model"):
+        select_latents(t, 2, None, min_object_area=0.05)
+
+
+def test_scores_come_from_the_written_images(model, vgg_file, tmp_path):
+    """Typicality and object area are those of the images generate_pairs writes; the scores are saved per
+    class and reused (resume) while the settings match."""
+    from gpunit.data import pair_filter as pf
+
+    feature_net = pf.StyleFeature(vgg_file)
+    scores = pf.score_latents(model, tmp_path / "f", CLASSES, num_latents=6, feature_net=feature_net,
+                              masker=brightness_masker, batch_size=4, progress=False)
+    assert scores["typicality"].shape == scores["object_area"].shape == (6, 3)
+    assert sorted(p.name for p in (tmp_path / "f/filter").iterdir()) == ["11_bird.pt", "232_dog.pt", "627_vehicle.pt"]
+    bg.generate_pairs(model, tmp_path / "all", CLASSES, num_latents=6, progress=False)
+    for j, folder in enumerate(["11_bird", "232_dog", "627_vehicle"]):
+        images = torch.stack([read(tmp_path / f"all/pairs/{folder}/{k:05d}.png") for k in range(6)])
+        features = feature_net(images.float() / 127.5 - 1)
+        mean = features.mean(0, keepdim=True)
+        expected = (features * mean).sum(1) / (features.norm(dim=1) * mean.norm())
+        torch.testing.assert_close(scores["typicality"][:, j], expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(scores["object_area"][:, j], images.float().mean((1, 2, 3)) / 255)
+    assert scores["typicality"].std() > 1e-4  # the stand-in VGG tells latents apart
+    again = pf.score_latents(model, tmp_path / "f", CLASSES, num_latents=6, masker=brightness_masker, progress=False)
+    assert torch.equal(again["typicality"], scores["typicality"])  # read back, nothing rendered
+    with pytest.raises(ValueError, match="feature_net"):  # other settings: the saved scores do not apply
+        pf.score_latents(model, tmp_path / "f", CLASSES, num_latents=6, seed=1, progress=False)
+
+
+def test_wrong_vgg_file_is_rejected(tmp_path, monkeypatch):
+    from gpunit.data.pair_filter import StyleFeature
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(MissingWeightsError, match="vgg19-dcbb9e9d.pth.*--vgg-weights"):
+        StyleFeature()
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not torchvision's VGG19"):
+        StyleFeature(tmp_path / "bad.pth")
+
+
+def test_script_keeps_the_best_latents(biggan_dir, vgg_file, tmp_path, capsys):
+    """--num-latents 6 --keep 3: every latent is scored, the 3 best are written, the same in every class."""
+    main = runpy.run_path(str(REPO / "scripts/generate_pairs.py"))["main"]
+    args = ["--out", str(tmp_path), "--biggan", str(biggan_dir), "--classes", "11,232", "--num-latents", "6",
+            "--keep", "3", "--vgg-weights", str(vgg_file), "--device", "cpu", "--quiet"]
+    main(args)
+    selection = json.loads((tmp_path / "filter/selection.json").read_text())
+    best = sorted(sorted(range(6), key=lambda k: -selection["score"][k])[:3])
+    assert selection["kept"] == best and sum(selection["kept_per_truncation"].values()) == 3
+    for folder in ("11_bird", "232_dog"):
+        assert sorted(p.name for p in (tmp_path / "pairs" / folder).iterdir()) == [f"{k:05d}.png" for k in best]
+    assert "kept 3 of 6 latents" in capsys.readouterr().out
+    main(args)  # resume: scores read back, nothing rendered again
+    assert "0 images written, 6 already there" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="other settings"):  # the unfiltered latents never mix in
+        main(args[:-7] + ["--keep", "0", "--device", "cpu", "--quiet"])

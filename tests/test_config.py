@@ -147,6 +147,21 @@ def test_optional_string_accepts_null_and_string(tmp_path):
         load_config(None, Stage1Config, ["data.paired_root=null"])  # plain str does not take null
 
 
+def test_mapping_of_folder_counts(tmp_path):
+    path = write(tmp_path / "a.yaml", "data:\n  domain_counts: {1001_face: 29000, 7: 5}\n")
+    cfg = load_config(path, Stage1Config)
+    assert cfg.data.domain_counts == {"1001_face": 29000, "7": 5}  # a numeric folder name stays a name
+    assert Stage1Config().data.domain_counts == {}  # fresh per instance, not shared
+    cfg = load_config(path, Stage1Config, ["data.domain_counts={2_dog: 0}"])  # an override replaces the mapping
+    assert cfg.data.domain_counts == {"2_dog": 0}
+    with pytest.raises(ConfigError, match=r"'data.domain_counts' in --set expects dict\[str, int\], got"):
+        load_config(None, Stage1Config, ["data.domain_counts={a: many}"])
+    with pytest.raises(ConfigError, match="expects dict"):
+        load_config(None, Stage1Config, ["data.domain_counts=[1, 2]"])
+    save_config(load_config(path, Stage1Config), tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml", Stage1Config).data.domain_counts == {"1001_face": 29000, "7": 5}
+
+
 # ----------------------------------------------------------------------------- files
 def test_save_load_round_trip(tmp_path):
     cfg = load_config(None, Stage2Config, ["train.lr=2e-4", "data.source=[a, b]", "data.source_counts=[3, 0]",

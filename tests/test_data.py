@@ -196,6 +196,18 @@ def test_prior_dataset_items(tmp_path):
     assert np.abs(decode(item["m_x"][0]) - decode(item["x"][0])).max() <= 8
 
 
+def test_prior_dataset_domain_counts(tmp_path):
+    """images_per_domain for every class folder, except those named in domain_counts (the published Stage I
+    run: 600 per ImageNet class, 29,000 CelebA-HQ faces)."""
+    img_root, mask_root = make_prior(tmp_path, stems=range(5))
+    ds = PriorImageDataset(img_root, mask_root, domain_labels(img_root), 8, 12, per_domain=2,
+                           domain_counts={"1_b": 4, "2_c": 0})
+    per_class = {}
+    for it in ds.items:
+        per_class.setdefault(ds.domains[it.domain], []).append(it.stem)
+    assert per_class == {"0_a": ["0", "1"], "1_b": ["0", "1", "2", "3"], "2_c": ["0", "1", "2", "3", "4"]}
+
+
 def test_prior_dataset_pairs_share_stem_and_crop(tmp_path):
     img_root, mask_root = make_prior(tmp_path, size=24)
     ds = PriorImageDataset(img_root, mask_root, domain_labels(img_root), image_size=8, load_size=24,
@@ -284,6 +296,22 @@ def test_unpaired_dataset(tmp_path, caplog):
     (tmp_path / "none").mkdir()
     with pytest.raises(ValueError, match="none"):
         UnpairedDataset([str(src[0])], [str(tmp_path / "none")], image_size=8)
+
+
+def test_unpaired_dataset_crops_independent_or_shared(tmp_path):
+    """Default: x and y get their own crop and flip; same_crop=True gives y the crop and flip of x (published)."""
+    src, tgt = make_folder(tmp_path / "s", 4, size=16), make_folder(tmp_path / "t", 4, 200, size=16)
+    kw = dict(image_size=8, load_size=16, seed=3)
+    independent = UnpairedDataset([str(src)], [str(tgt)], **kw)
+    shared = UnpairedDataset([str(src)], [str(tgt)], same_crop=True, **kw)
+    same = []
+    for i in range(30):
+        a, b = independent[i], shared[i]
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"][2], b["y"][2])  # same draws of x and of the target
+        x, y = decode(b["x"]), decode(b["y"])
+        assert np.array_equal(x[:2], y[:2])  # position channels: one crop and flip
+        same.append(np.array_equal(decode(a["x"])[:2], decode(a["y"])[:2]))
+    assert sum(same) < 5  # independent draws rarely coincide (9 x 9 offsets x 2 flips)
 
 
 def test_image_folder_dataset(tmp_path):

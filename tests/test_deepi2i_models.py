@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gpunit import losses
 from gpunit.checkpoints_deepi2i import (build_discriminator, build_encoder, build_generator,
                                         build_published_adaptors)
 from gpunit.models.biggan import BigGANDiscriminator, BigGANGenerator, SNLinear
@@ -139,7 +140,8 @@ def train_run(fx, release):
     D step: E1 -> A1 -> G without gradients, D on [G_z; x]; hinge loss, backward into D.
     G step (stage 2): E1 -> A1 -> G again, D (frozen, in train mode) on [G_z; t_x] with features;
     -mean(D_fake) + sum_k D_fea_w[k] mse(F_k[0], F_k[1]) (the published rows-0-and-1 term), backward
-    into A1 and G. All four networks are in train mode throughout, as published.
+    into A1 and G. All four networks are in train mode throughout, as published. The losses are
+    gpunit.losses' (hinge_d_loss, hinge_g_loss, feature_reconstruction_terms), which the trainer uses.
     """
     nets = published_nets(fx, release)
     for net in nets.values():
@@ -156,7 +158,7 @@ def train_run(fx, release):
         g_z = G(inp["z"], shared, fused(fx, a))
     logits = D(torch.cat([g_z, inp["x"]]), torch.cat([inp["gy"], inp["y"]]))
     d_fake, d_real = logits[:B], logits[B:]
-    d_loss_real, d_loss_fake = F.relu(1 - d_real).mean(), F.relu(1 + d_fake).mean()
+    d_loss_real, d_loss_fake = losses.hinge_d_loss(d_real, d_fake)
     (d_loss_real + d_loss_fake).backward()
     out["forward"] = {"E1_feats": e, "A1_feats": a, "G_shared_gy": shared, "G_z": g_z, "D_logits_all": logits,
                       "D_fake": d_fake, "D_real": d_real}
@@ -168,8 +170,9 @@ def train_run(fx, release):
     shared = G.shared(inp["gy"])
     g_z = G(inp["z"], shared, fused(fx, a))
     logits, feats = D(torch.cat([g_z, inp["t_x"]]), torch.cat([inp["gy"], inp["t_y"]]), return_features=True)
-    g_adv = -logits[:B].mean()
-    terms = {k: fx["config"]["D_fea_w"][k] * F.mse_loss(feats[k][0], feats[k][1]) for k in RES}
+    g_adv = losses.hinge_g_loss(logits[:B])
+    terms = losses.feature_reconstruction_terms({k: feats[k][0] for k in RES}, {k: feats[k][1] for k in RES},
+                                                {k: fx["config"]["D_fea_w"][k] for k in RES})  # rows 0 and 1
     (g_adv + sum(terms.values())).backward()
     out["step"] = {"G_shared_gy": shared, "G_z": g_z, "D_logits_all": logits, "D_feats_all": feats,
                    "D_fake": logits[:B]}

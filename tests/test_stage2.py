@@ -135,6 +135,52 @@ def test_sampler_fit_covers_the_style_codes():
     assert len(rare) > 2000 and (rare == 1).all(1).sum() > 1  # the outlier is repeated
 
 
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_sampler_refit_fresh_on_augmented_codes(tiny_synthetic, tmp_path, encoder_file, monkeypatch, warm_start):
+    """Default (published): every checkpoint fits a new sampler on the codes of freshly cropped and
+    flipped target images; sampler.warm_start refits the previous one; sampler.augment=false encodes
+    plain resizes."""
+    from gpunit.train import stage2
+
+    calls = []
+
+    def spy(sampler, codes, *args, **kwargs):
+        calls.append({"codes": codes.clone(), "start": copy.deepcopy(sampler.state_dict())})
+        with torch.no_grad():
+            for p in sampler.parameters():
+                p.add_(1.0)  # stands in for the fit: moves every weight
+            sampler.bn1.running_mean.add_(1.0)
+        return [0.0]
+
+    monkeypatch.setattr(stage2, "fit_sampler", spy)
+    cfg = tiny_config(tiny_synthetic, tmp_path, encoder_file, **{"sampler.warm_start": str(warm_start).lower()})
+    assert Stage2Config().sampler.warm_start is False and Stage2Config().sampler.augment is True
+    trainer = Stage2Trainer(cfg, torch.device("cpu"))
+    assert (trainer.target_set.augment.load_size, trainer.target_set.augment.flip) == (72, True)
+    trainer.fit_style_sampler(progress=False)
+    fitted = copy.deepcopy(trainer.sampler.state_dict())
+    trainer.fit_style_sampler(progress=False)
+    first, second = calls
+    assert torch.equal(first["start"]["bn1.running_mean"], torch.zeros(cfg.model.sampler_hidden))  # a new sampler
+    if warm_start:
+        assert all(torch.equal(second["start"][k], fitted[k]) for k in fitted)
+    else:  # new weights and statistics again, not the fitted ones
+        assert torch.equal(second["start"]["bn1.running_mean"], torch.zeros(cfg.model.sampler_hidden))
+        assert not torch.equal(second["start"]["lin1.weight"], fitted["lin1.weight"])
+        assert not torch.equal(second["start"]["lin1.weight"], first["start"]["lin1.weight"])
+    # G_ema did not change between the fits: different codes come from new crops and flips
+    assert first["codes"].shape == (len(trainer.target_set), cfg.model.style_dim)
+    assert not torch.allclose(first["codes"], second["codes"])
+
+    plain = Stage2Trainer(tiny_config(tiny_synthetic, tmp_path / "plain", encoder_file,
+                                      **{"sampler.augment": "false"}), torch.device("cpu"))
+    assert (plain.target_set.augment.resize_to, plain.target_set.augment.flip) == (64, False)
+    calls.clear()
+    plain.fit_style_sampler(progress=False)
+    plain.fit_style_sampler(progress=False)
+    assert torch.equal(calls[0]["codes"], calls[1]["codes"])
+
+
 def test_script_exports_a_loadable_translator(tiny_synthetic, tmp_path, encoder_file):
     sets = tiny_sets(tiny_synthetic, tmp_path, encoder_file, **{"train.iterations": 2})
     result = subprocess.run([sys.executable, "scripts/train_stage2.py", "--no-progress", "--set", *sets],

@@ -169,6 +169,19 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+@torch.no_grad()
+def render(model: BigGAN, jobs: list[tuple[int, int]], truncation: float, seed: int, size: int,
+           device: str | torch.device = "cpu") -> torch.Tensor:
+    """The uint8 images (B, 3, size, size) of ``jobs`` = [(latent k, ImageNet class c), ...] at one truncation."""
+    noise_of = {k: latent_noise(k, model.config.z_dim, truncation, seed) for k in {k for k, _ in jobs}}
+    noise = torch.cat([noise_of[k] for k, _ in jobs]).to(device)  # (B, dim_z)
+    labels = torch.from_numpy(one_hot_from_int([c for _, c in jobs], len(jobs))).to(device)
+    images = model(noise, labels, truncation)  # (B, 3, R, R) in [-1, 1]
+    if images.shape[-1] != size:
+        images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True)
+    return to_uint8(images)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file + rename, so an interrupted run never leaves a truncated file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +200,8 @@ def _check_settings(out_dir: Path, settings: dict) -> None:
     record = out_dir / "biggan_pairs.json"
     if record.is_file():
         previous = json.loads(record.read_text())
-        changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+        changed = {k: (previous.get(k), settings.get(k)) for k in {**previous, **settings}
+                   if previous.get(k) != settings.get(k)}
         if changed:
             raise ValueError(f"{out_dir} was generated with other settings {changed} (old, new); "
                              "use the same settings to resume or choose a new output folder.")
@@ -199,8 +213,11 @@ def _check_settings(out_dir: Path, settings: dict) -> None:
 def generate_pairs(model: BigGAN, out_dir: str | os.PathLike, classes: list[int] | dict[str, list[int]],
                    num_latents: int, truncations=(0.5, 1.0), batch_size: int = 8, seed: int = 0,
                    device: str | torch.device = "cpu", start_index: int = 0, stop_index: int | None = None,
-                   size: int | None = None, progress: bool = True) -> dict:
+                   size: int | None = None, progress: bool = True, latents: list[int] | None = None) -> dict:
     """Render latents ``start_index .. stop_index-1`` (default: all ``num_latents``) for every class.
+
+    ``latents`` renders only these latent indexes instead (those kept by :mod:`gpunit.data.pair_filter`);
+    they are recorded with the settings, so a folder never mixes two selections.
 
     Writes ``<out_dir>/pairs/<index>_<group>/<k:05d>.png``; the same ``k`` is the same latent in
     every class folder. ``num_latents`` fixes the truncation split (see :func:`latent_truncations`),
@@ -213,33 +230,32 @@ def generate_pairs(model: BigGAN, out_dir: str | os.PathLike, classes: list[int]
     if not truncations or not all(0 < t <= 1 for t in truncations):
         raise ValueError(f"truncations must be values in (0, 1], got {list(truncations)}")
     stop_index = num_latents if stop_index is None else min(stop_index, num_latents)
+    if latents is not None:
+        latents = sorted(set(int(k) for k in latents))
+        if not latents or latents[0] < 0 or latents[-1] >= num_latents:
+            raise ValueError(f"latents must be indexes in 0..{num_latents - 1}, got {latents[:5]}...")
+    chosen = latents if latents is not None else range(start_index, stop_index)
     folders = class_folders(classes)
     out_dir = Path(out_dir)
     pairs_dir = out_dir / "pairs"
     size = size or model.config.output_dim
-    _check_settings(out_dir, {"seed": seed, "num_latents": num_latents, "size": size,
-                              "truncations": [float(t) for t in truncations]})
+    settings = {"seed": seed, "num_latents": num_latents, "size": size, "truncations": [float(t) for t in truncations]}
+    if latents is not None:
+        settings["latents"] = latents
+    _check_settings(out_dir, settings)
 
     trunc = latent_truncations(num_latents, truncations)
-    todo = [(k, c) for k in range(start_index, stop_index) for c in folders
-            if not (pairs_dir / folders[c] / f"{k:05d}.png").is_file()]
-    skipped = (stop_index - start_index) * len(folders) - len(todo)
+    todo = [(k, c) for k in chosen for c in folders if not (pairs_dir / folders[c] / f"{k:05d}.png").is_file()]
+    skipped = len(chosen) * len(folders) - len(todo)
     model = model.to(device).eval()
-    dim_z = model.config.z_dim
     with progress_bar(total=len(todo), desc="BigGAN pairs", unit="img", disable=not progress) as bar:
         for t in sorted(set(trunc)):  # the model takes one truncation per call
             jobs = [(k, c) for k, c in todo if trunc[k] == t]
             for i in range(0, len(jobs), batch_size):
                 batch = jobs[i:i + batch_size]
-                noise_of = {k: latent_noise(k, dim_z, t, seed) for k in {k for k, _ in batch}}
-                noise = torch.cat([noise_of[k] for k, _ in batch]).to(device)  # (B, dim_z)
-                labels = torch.from_numpy(one_hot_from_int([c for _, c in batch], len(batch))).to(device)
-                images = model(noise, labels, t)  # (B, 3, R, R) in [-1, 1]
-                if images.shape[-1] != size:
-                    images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True)
-                for (k, c), image in zip(batch, to_uint8(images)):
+                for (k, c), image in zip(batch, render(model, batch, t, seed, size, device)):
                     write_png(pairs_dir / folders[c] / f"{k:05d}.png", image)
                 bar.update(len(batch))
     log.info("BigGAN pairs: wrote %d images, skipped %d existing, in %s", len(todo), skipped, pairs_dir)
-    return {"written": len(todo), "skipped": skipped, "latents": stop_index - start_index,
+    return {"written": len(todo), "skipped": skipped, "latents": len(chosen),
             "classes": len(folders), "out": str(pairs_dir)}

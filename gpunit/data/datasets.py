@@ -1,4 +1,5 @@
-"""Training datasets of GP-UNIT (Sec. 3.2: Stage I prior pairs with instance masks; Sec. 3.3: unpaired Stage II).
+"""Training datasets of GP-UNIT (Sec. 3.2: Stage I prior pairs with instance masks; Sec. 3.3: unpaired Stage II)
+and of DeepI2I and BigGAN (labelled class folders).
 
 Preprocessing follows the published code: resize to load_size x load_size (286, bilinear), random-crop
 image_size (256), random horizontal flip.
@@ -11,7 +12,7 @@ loader passes global sample ids ``epoch * len + j``): the item is ``i % len``, t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,7 @@ class PriorImageDataset(Dataset):
     """Images of labelled class folders with instance masks (Stage I, Sec. 3.2).
 
     ``<image_root>/<cls>/<stem>.<ext>`` has its mask at ``<mask_root>/<cls>/<stem>.<any image ext>``.
+    Each class folder keeps its first ``per_domain`` images (0 = all), or ``domain_counts[cls]`` when named there.
     Items: ``x`` (3,S,S), ``l_x`` (long), ``m_x`` (1,S,S), all images in [-1, 1]. With ``paired=True`` also
     ``y``, ``l_y``, ``m_y``: the same stem (same latent) from another, randomly chosen class folder, with the
     same crop and flip as x.
@@ -138,7 +140,7 @@ class PriorImageDataset(Dataset):
 
     def __init__(self, image_root: str | Path, mask_root: str | Path, labels: dict[str, int], image_size: int,
                  load_size: int = 286, flip: bool = True, per_domain: int = 600, paired: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, domain_counts: Mapping[str, int] | None = None):
         self.augment = Augment(image_size, load_size, flip)
         self.paired, self.seed = paired, seed
         self.domains = class_folders(image_root)
@@ -150,7 +152,8 @@ class PriorImageDataset(Dataset):
         if paired and len(self.domains) < 2:
             raise ValueError(f"paired data needs at least 2 class folders in {image_root}, found {self.domains}")
 
-        items = self._match_masks(Path(image_root), Path(mask_root), per_domain)
+        counts = {name: (domain_counts or {}).get(name, per_domain) for name in self.domains}
+        items = self._match_masks(Path(image_root), Path(mask_root), counts)
         good, _ = filter_readable([p for it in items for p in (it.image, it.mask)])
         good = set(good)
         items = [it for it in items if it.image in good and it.mask in good]
@@ -161,7 +164,7 @@ class PriorImageDataset(Dataset):
         self.items = items
         self.by_key = {(it.domain, it.stem): it for it in items}
 
-    def _match_masks(self, image_root: Path, mask_root: Path, per_domain: int) -> list[_PriorItem]:
+    def _match_masks(self, image_root: Path, mask_root: Path, counts: dict[str, int]) -> list[_PriorItem]:
         if not mask_root.is_dir():
             raise FileNotFoundError(f"mask folder not found: {mask_root}")
         items, missing = [], []
@@ -171,7 +174,7 @@ class PriorImageDataset(Dataset):
             for p in scan_images(mask_dir, recursive=False) if mask_dir.is_dir() else []:
                 masks.setdefault(p.stem, p)  # natural order: 0.jpg wins over 0.png
             seen = set()
-            for image in _first_n(scan_images(image_root / name, recursive=False), per_domain):
+            for image in _first_n(scan_images(image_root / name, recursive=False), counts[name]):
                 if image.stem in seen:  # 0.jpg and 0.png: the same latent twice
                     continue
                 seen.add(image.stem)
@@ -224,14 +227,16 @@ class UnpairedDataset(Dataset):
     """Source image i and a random target image (Stage II, Sec. 3.3): items ``x``, ``y`` (3,S,S) in [-1, 1].
 
     Each folder is scanned recursively; ``*_counts`` keep the first n images of each folder (0 or empty = all).
-    x and y get independent crops and flips (the published code reuses x's for y; the distribution is the same).
+    x and y get independent crops and flips: they are independent draws of the two domains. ``same_crop=True``
+    gives y the crop and flip of x, as the published loader does (it comes from SPADE's paired loader).
     """
 
     def __init__(self, source_folders: Sequence[str], target_folders: Sequence[str],
                  source_counts: Sequence[int] | None = None, target_counts: Sequence[int] | None = None,
-                 image_size: int = 256, load_size: int = 286, flip: bool = True, seed: int = 0):
+                 image_size: int = 256, load_size: int = 286, flip: bool = True, seed: int = 0,
+                 same_crop: bool = False):
         self.augment = Augment(image_size, load_size, flip)
-        self.seed = seed
+        self.seed, self.same_crop = seed, same_crop
         self.source = _readable_or_fail(_collect(source_folders, source_counts, "source"), "source")
         self.target = _readable_or_fail(_collect(target_folders, target_counts, "target"), "target")
 
@@ -242,14 +247,15 @@ class UnpairedDataset(Dataset):
     def len_target(self) -> int:
         return len(self.target)
 
-    def _load(self, path: Path, g: torch.Generator) -> torch.Tensor:
-        return to_tensor(self.augment(load_rgb(path), self.augment.sample(g)))
+    def _load(self, path: Path, params: CropFlip) -> torch.Tensor:
+        return to_tensor(self.augment(load_rgb(path), params))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         g = item_generator(self.seed, i)
-        x = self._load(self.source[i % len(self)], g)
-        y = self._load(self.target[_randint(self.len_target, g)], g)
-        return {"x": x, "y": y}
+        params_x = self.augment.sample(g)
+        target = self.target[_randint(self.len_target, g)]
+        params_y = params_x if self.same_crop else self.augment.sample(g)
+        return {"x": self._load(self.source[i % len(self)], params_x), "y": self._load(target, params_y)}
 
 
 class ImageFolderDataset(Dataset):
@@ -279,6 +285,74 @@ class ImageFolderDataset(Dataset):
             return {"x": model_input(load_rgb(path), self.augment.image_size, self.resize), "path": str(path)}
         params = self.augment.sample(item_generator(self.seed, i))
         return {"x": to_tensor(self.augment(load_rgb(path), params)), "path": str(path)}
+
+
+# ----------------------------------------------------------------------------- DeepI2I and BigGAN
+def labelled_classes(root: str | Path, classes: Sequence[str] = ()) -> list[str]:
+    """The class names of a labelled folder: its non-hidden sub-folders in natural order, or ``classes``
+    (in that order) after checking that each is one of them."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root} (set data.root to a folder of class folders)")
+    found = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    if not found:
+        raise ValueError(f"no class folders in {root}; expected one sub-folder of images per class, "
+                         f"<root>/<class name>/*.png")
+    if not classes:
+        return found
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise ValueError(f"classes {missing} have no folder in {root}; it has {found[:20]}"
+                         f"{' ...' if len(found) > 20 else ''}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"data.classes lists a class twice: {list(classes)}")
+    return [str(c) for c in classes]
+
+
+class LabelledImageDataset(Dataset):
+    """Labelled class folders (DeepI2I, BigGAN): ``<root>/<class>/[<subfolder>/]**/<image>``. The class name is
+    the folder name, its label the position in :attr:`class_names`; ``per_class`` keeps the first n images of
+    each class in natural order (0 = all).
+
+    Items: ``x`` (3,S,S) in [-1, 1] and its label ``l_x`` (long). With ``with_real=True`` also ``y``, ``l_y``:
+    an image drawn uniformly from all images, with its own crop and flip: the discriminator's real batch,
+    which the published DeepI2I code draws from a second, independent shuffle of the same data.
+    """
+
+    def __init__(self, root: str | Path, image_size: int, load_size: int = 0, flip: bool = True,
+                 classes: Sequence[str] = (), per_class: int = 0, subfolder: str = "", seed: int = 0,
+                 with_real: bool = False):
+        self.augment = Augment(image_size, load_size, flip)
+        self.seed, self.with_real = seed, with_real
+        self.class_names = labelled_classes(root, classes)
+        self.paths: list[Path] = []
+        self.labels: list[int] = []
+        self.counts: dict[str, int] = {}
+        for label, name in enumerate(self.class_names):
+            folder = Path(root) / name / subfolder if subfolder else Path(root) / name
+            if not folder.is_dir():
+                raise FileNotFoundError(f"class folder {folder} not found (data.class_subfolder='{subfolder}')")
+            good, _ = filter_readable(_first_n(scan_images(folder), per_class))
+            if not good:
+                raise ValueError(f"class '{name}' has no readable images in {folder}")
+            self.paths += good
+            self.labels += [label] * len(good)
+            self.counts[name] = len(good)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load(self, index: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        image = to_tensor(self.augment(load_rgb(self.paths[index]), self.augment.sample(g)))
+        return image, torch.tensor(self.labels[index])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = item_generator(self.seed, i)
+        x, l_x = self._load(i % len(self), g)
+        if not self.with_real:
+            return {"x": x, "l_x": l_x}
+        y, l_y = self._load(_randint(len(self), g), g)
+        return {"x": x, "l_x": l_x, "y": y, "l_y": l_y}
 
 
 # ----------------------------------------------------------------------------- sampling

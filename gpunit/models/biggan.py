@@ -70,22 +70,46 @@ class SpectralNorm:
     stored ``u0`` and nothing is written. Plain buffers keep the module deepcopy-safe.
     """
 
+    _sn_mode = None  # gradient accumulation: None, "record" or "replay" (hold_power_iteration); never saved
+
     def _init_spectral_norm(self, num_outputs: int, eps: float) -> None:
         self.sn_eps = eps
         self.register_buffer("u0", torch.randn(1, num_outputs))  # unnormalised, as published
         self.register_buffer("sv0", torch.ones(1))
 
     def normalized_weight(self) -> torch.Tensor:
-        w = self.weight.view(self.weight.shape[0], -1)
+        w = self.weight.reshape(self.weight.shape[0], -1)  # reshape: the weight may be channels_last
+        u0 = self.u0
+        if self.training and self._sn_mode == "replay":  # call j of a later micro-batch: call j of the first
+            u0 = self._sn_log[min(self._sn_call, len(self._sn_log) - 1)]
+            self._sn_call += 1
+        elif self.training and self._sn_mode == "record":
+            self._sn_log.append(self.u0.clone())
         with torch.no_grad():
-            v = F.normalize(self.u0 @ w, dim=1, eps=self.sn_eps)
+            v = F.normalize(u0 @ w, dim=1, eps=self.sn_eps)
             u = F.normalize(v @ w.t(), dim=1, eps=self.sn_eps)
         sigma = ((v @ w.t()) @ u.t()).squeeze()
-        if self.training:
+        if self.training and self._sn_mode != "replay":
             with torch.no_grad():
                 self.u0.copy_(u)
                 self.sv0.copy_(sigma)
         return self.weight / sigma
+
+    # Gradient accumulation (gpunit.train.accumulate.power_iteration_once): the first micro-batch of an update
+    # iterates as usual and records the vector each call started from; the others replay those calls
+    # without writing, so every micro-batch normalises by the sigmas of one batch; the release leaves the
+    # vectors as the first micro-batch left them.
+    def hold_power_iteration(self) -> None:
+        self._sn_mode, self._sn_log = "record", []
+
+    def replay_power_iteration(self) -> None:
+        if self._sn_mode == "record" and not self._sn_log:  # it did not run: nothing to replay
+            self._sn_mode = None
+        elif self._sn_mode is not None:
+            self._sn_mode, self._sn_call = "replay", 0
+
+    def release_power_iteration(self) -> None:
+        self._sn_mode, self._sn_log = None, None
 
 
 class SNConv2d(nn.Conv2d, SpectralNorm):
@@ -184,11 +208,12 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        theta = self.theta(x).view(n, c // 8, h * w)
-        phi = F.max_pool2d(self.phi(x), 2).view(n, c // 8, h * w // 4)
-        g = F.max_pool2d(self.g(x), 2).view(n, c // 2, h * w // 4)
+        # reshape, not view: the maps may be channels_last (train.channels_last)
+        theta = self.theta(x).reshape(n, c // 8, h * w)
+        phi = F.max_pool2d(self.phi(x), 2).reshape(n, c // 8, h * w // 4)
+        g = F.max_pool2d(self.g(x), 2).reshape(n, c // 2, h * w // 4)
         beta = F.softmax(torch.bmm(theta.transpose(1, 2), phi), -1)  # (N, HW, HW/4)
-        o = self.o(torch.bmm(g, beta.transpose(1, 2)).view(n, c // 2, h, w))
+        o = self.o(torch.bmm(g, beta.transpose(1, 2)).reshape(n, c // 2, h, w))
         return self.gamma * o + x
 
 

@@ -7,8 +7,9 @@
 - Adaptors Lambda_l: one per fused width, a pre-activated residual block without pooling (ReLU,
   two 3x3 convs, a 1x1 shortcut where the channel count changes; Suppl. A), mapping the encoder's
   channels to the generator's at that width. The identity may replace an adaptor (the paper's
-  "dagger DeepI2I" ablation) where the channel counts agree, and any subset of widths may be fused
-  ("DeepI2I w-3").
+  "dagger DeepI2I" ablation) where the channel counts agree, a parameter-free channel repetition
+  where the generator has m times the encoder's channels (BigGAN: m = 2 at 32, 16 and 8 px), and
+  any subset of widths may be fused ("DeepI2I w-3").
 - Fusion (Eq. 5): ``Phi_l <- Phi_l + w_l Lambda_l``, added to the generator's activation of the same
   width (its 4x4 stem and the outputs of its first three blocks at 128 px).
 
@@ -40,17 +41,29 @@ class Encoder(DiscriminatorTrunk):
         return rectified_last(*self.trunk(x))[1]
 
 
+class ChannelRepeat(nn.Module):
+    """No adaptor where the generator has ``times`` x the encoder's channels: the map tiled along channels."""
+
+    def __init__(self, times: int):
+        super().__init__()
+        self.times = times
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat(1, self.times, 1, 1)
+
+
 class Adaptors(nn.Module):
     """One adaptor per fused width: ``forward(features) -> {width: adapted map}``.
 
     ``resolutions``, ``in_channels`` (encoder) and ``out_channels`` (generator) are parallel lists;
-    widths in ``identity`` pass through unchanged (their in and out channels must agree). Module
-    names follow the published ``A1`` (``blocks.<i>.0.conv1`` ...; 32, 16, 8, 4 for i = 0..3).
+    widths in ``identity`` pass through unchanged (their in and out channels must agree), widths in
+    ``repeat`` are tiled along channels (out must be a multiple of in). Module names follow the
+    published ``A1`` (``blocks.<i>.0.conv1`` ...; 32, 16, 8, 4 for i = 0..3).
     """
 
     def __init__(self, resolutions: Sequence[int] = (32, 16, 8, 4), in_channels: Sequence[int] = (192, 384, 768, 1536),
                  out_channels: Sequence[int] = (384, 768, 1536, 1536), identity: Iterable[int] = (),
-                 sn_eps: float = SN_EPS):
+                 sn_eps: float = SN_EPS, repeat: Iterable[int] = ()):
         super().__init__()
         if not len(resolutions) == len(in_channels) == len(out_channels):
             raise ValueError(f"adaptors: {len(resolutions)} widths but {len(in_channels)} input and "
@@ -59,9 +72,12 @@ class Adaptors(nn.Module):
             raise ValueError(f"adaptors: a width appears twice in {list(resolutions)}")
         self.resolutions = [int(r) for r in resolutions]
         self.identity = sorted({int(r) for r in identity})
-        unknown = set(self.identity) - set(self.resolutions)
+        self.repeat = sorted({int(r) for r in repeat})
+        unknown = set(self.identity + self.repeat) - set(self.resolutions)
         if unknown:
             raise ValueError(f"identity adaptors at {sorted(unknown)}, which are not fused widths {self.resolutions}")
+        if set(self.identity) & set(self.repeat):
+            raise ValueError(f"widths {sorted(set(self.identity) & set(self.repeat))} are both identity and repeat")
         self.in_channels, self.out_channels = list(in_channels), list(out_channels)
         self.blocks = nn.ModuleList()
         for res, cin, cout in zip(self.resolutions, self.in_channels, self.out_channels):
@@ -70,6 +86,11 @@ class Adaptors(nn.Module):
                     raise ValueError(f"an identity adaptor at {res}x{res} needs the encoder's and the generator's "
                                      f"channels to agree, got {cin} and {cout}; use an adaptor there")
                 block = nn.Identity()
+            elif res in self.repeat:
+                if cout % cin:
+                    raise ValueError(f"a channel-repeat adaptor at {res}x{res} needs the generator's channels ({cout}) "
+                                     f"to be a multiple of the encoder's ({cin}); use an adaptor there")
+                block = ChannelRepeat(cout // cin)
             else:
                 block = DBlock(cin, cout, downsample=False, preactivation=True, sn_eps=sn_eps)
             self.blocks.append(nn.ModuleList([block]))
@@ -140,7 +161,7 @@ def check_compatible(encoder: Encoder, adaptors: Adaptors, generator: BigGANGene
 
 
 def build_adaptors(encoder: Encoder, generator: BigGANGenerator, resolutions: Sequence[int] | None = None,
-                   identity: Iterable[int] = (), sn_eps: float = SN_EPS) -> Adaptors:
+                   identity: Iterable[int] = (), sn_eps: float = SN_EPS, repeat: Iterable[int] = ()) -> Adaptors:
     """Adaptors from the encoder's channels to the generator's at ``resolutions`` (default: every
     width the encoder returns: 32, 16, 8, 4 at 128 px). PyTorch's default init, as the published code
     leaves them when it starts from BigGAN."""
@@ -150,4 +171,4 @@ def build_adaptors(encoder: Encoder, generator: BigGANGenerator, resolutions: Se
     if unknown:
         raise ValueError(f"the encoder returns features at {sorted(enc)}, not at {unknown}")
     return Adaptors(resolutions, [enc[r] for r in resolutions], [generator.channels_at(r) for r in resolutions],
-                    identity, sn_eps)
+                    identity, sn_eps, repeat)

@@ -21,7 +21,7 @@ from gpunit import losses
 from gpunit.checkpoints import export_published_content_encoder, export_published_stage1, save_content_encoder
 from gpunit.config import Stage1Config
 from gpunit.metrics.prior import pair_feature_ratio
-from gpunit.train import distributed, speed
+from gpunit.train import accumulate, distributed, speed
 from gpunit.train.common import RunLogger, run_training
 from gpunit.data.datasets import PriorImageDataset, domain_labels, make_loader
 from gpunit.models import PriorAutoEncoder
@@ -40,8 +40,13 @@ class Stage1Trainer:
         num_domains = m.num_domains or len(self.labels)
         if num_domains < len(self.labels):
             raise ValueError(f"model.num_domains={num_domains} but the data has {len(self.labels)} class folders")
+        unknown = sorted(set(d.domain_counts) - set(self.labels))
+        if unknown:  # a misspelt folder would silently fall back to images_per_domain
+            raise ValueError(f"data.domain_counts names {unknown}, which are not class folders of "
+                             f"{d.paired_root} or {d.unpaired_root}; use folder names such as "
+                             f"{next(iter(self.labels))!r}")
         data_kw = dict(labels=self.labels, image_size=m.image_size, load_size=d.load_size, flip=d.flip,
-                       per_domain=d.images_per_domain, seed=t.seed)
+                       per_domain=d.images_per_domain, domain_counts=d.domain_counts, seed=t.seed)
         self.paired = PriorImageDataset(d.paired_root, d.paired_mask_root, paired=True, **data_kw)
         self.unpaired = (PriorImageDataset(d.unpaired_root, d.unpaired_mask_root, **{**data_kw, "seed": t.seed + 1})
                          if d.unpaired_root else None)  # another seed: its crops must not mirror the pairs' 
@@ -62,7 +67,8 @@ class Stage1Trainer:
         if self.vgg is not None:
             self.vgg.to(device)
         self.batch = t.batch_size  # the global batch; each process of a torchrun job loads its share
-        distributed.local_batch(self.batch)
+        self.accumulate = t.accumulate
+        accumulate.micro_batch_size(self.batch, self.accumulate)  # fails early when it does not divide
         self.images_per_step = self.batch * (3 if self.unpaired else 2)
         self.consumed = {"paired": 0, "unpaired": 0}
         self._open_loaders()
@@ -102,44 +108,57 @@ class Stage1Trainer:
         labels = torch.cat([b for _, b, _ in parts])
         shapes = self.shape_target(torch.cat([c for _, _, c in parts]))
         pair = slice(x.shape[0] - 2 * B, x.shape[0])  # the x and y halves of the pairs
-        px, py = slice(pair.start, pair.start + B), slice(pair.start + B, pair.stop)
+        py = slice(pair.start + B, pair.stop)  # the y half of the pairs
 
-        ae = self.model
+        ae, k = self.model, self.accumulate
         # One coin per (global) batch, as published; drawn from (seed, step), so every process of a
         # distributed run flips alike.
         flip = distributed.step_uniform(self.cfg.train.seed, step) < lam.style_flip_prob
         with self.autocast():
+            # Ec(x) and its noise once for the whole batch, whatever train.accumulate is: L_reg's norm runs
+            # over the batch, and the micro-batches take their rows (sharing this graph).
             content = ae.contentE(x)
             noisy = ae.add_noise(content)
-            style = ae.styleE(x.flip(-1) if flip else x)
-            recon, shape = ae.decode(noisy, style, labels)
-            # Swap the pairs' content features: the shape of x predicted from Ec(y), and vice versa.
-            swapped = torch.cat([noisy[py], noisy[px]])
-            shape_swapped = ae.predict_shape(swapped, labels[pair])
-            recon, shape, shape_swapped, content = recon.float(), shape.float(), shape_swapped.float(), content.float()
-            terms = {
-                "loss/arec/l2": F.mse_loss(recon, x),                                      # L_arec
-                "loss/arec/perceptual": losses.perceptual(self.vgg, recon, x),
-                "loss/srec": F.l1_loss(shape, shapes),                                      # L_srec (Eq. 2)
-                "loss/dis/content": F.l1_loss(content[px], content[py].detach()),          # L_dis
-                "loss/dis/shape": F.l1_loss(shape_swapped, shapes[pair]),
-                "loss/reg/cls": F.cross_entropy(ae.classify(content).float(), labels),     # L_reg
-                # ||Ec(x)||_2 over the whole batch, as the published torch.norm(content) (summed in
-                # fp32, as autocast runs torch.norm); under torchrun the squares are summed over
-                # every process's share of the global batch.
-                "loss/reg/norm": distributed.global_sum(content.float().square().sum()).sqrt(),
-            }
+        content_f = content.float()
         weights = {"loss/arec/l2": lam.lambda_arec, "loss/arec/perceptual": lam.lambda_arec,
                    "loss/srec": lam.lambda_srec, "loss/dis/content": lam.lambda_fdist,
                    "loss/dis/shape": lam.lambda_sdist, "loss/reg/cls": lam.lambda_cls,
-                   "loss/reg/norm": lam.lambda_reg}
-        total = sum(weights[k] * v for k, v in terms.items())
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        distributed.average_gradients(self.params)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        return {**{k: v.detach() for k, v in terms.items()}, "loss/total": total.detach()}
+                   "loss/reg/norm": k * lam.lambda_reg}  # once per batch, and every micro-batch loss is / k
+        b, first = B // k, pair.start  # micro-batch i: rows i*b .. (i+1)*b of the unpaired, x and y parts
+
+        def micro(i: int):
+            cut = [slice(first + i * b, first + (i + 1) * b), slice(py.start + i * b, py.start + (i + 1) * b)]
+            if first:
+                cut.insert(0, slice(i * b, (i + 1) * b))
+
+            def take(t: torch.Tensor) -> torch.Tensor:
+                return t if k == 1 else torch.cat([t[c] for c in cut])
+
+            xi, li, si, ci, ni = take(x), take(labels), take(shapes), take(content_f), take(noisy)
+            pi, qi = slice(len(xi) - 2 * b, len(xi) - b), slice(len(xi) - b, len(xi))  # this micro-batch's pairs
+            with self.autocast():
+                style = ae.styleE(xi.flip(-1) if flip else xi)
+                recon, shape = ae.decode(ni, style, li)
+                # Swap the pairs' content features: the shape of x predicted from Ec(y), and vice versa.
+                shape_swapped = ae.predict_shape(torch.cat([ni[qi], ni[pi]]), li[pi.start:])
+                recon, shape, shape_swapped = recon.float(), shape.float(), shape_swapped.float()
+                terms = {
+                    "loss/arec/l2": F.mse_loss(recon, xi),                                     # L_arec
+                    "loss/arec/perceptual": losses.perceptual(self.vgg, recon, xi),
+                    "loss/srec": F.l1_loss(shape, si),                                          # L_srec (Eq. 2)
+                    "loss/dis/content": F.l1_loss(ci[pi], ci[qi].detach()),                    # L_dis
+                    "loss/dis/shape": F.l1_loss(shape_swapped, si[pi.start:]),
+                    "loss/reg/cls": F.cross_entropy(ae.classify(ci).float(), li),              # L_reg
+                }
+                if i == k - 1:
+                    # ||Ec(x)||_2 over the whole batch, as the published torch.norm(content) (summed in
+                    # fp32, as autocast runs torch.norm); under torchrun the squares are summed over
+                    # every process's share of the global batch.
+                    terms["loss/reg/norm"] = distributed.global_sum(content_f.square().sum()).sqrt()
+            total = sum(weights[key] * v for key, v in terms.items())
+            return total, {**terms, "loss/total": total}
+
+        return accumulate.update([self.opt], self.params, self.scaler, k, micro, (ae,), shared_graph=True)
 
     # ------------------------------------------------------------------ monitoring
     def _preview_batch(self) -> dict:

@@ -8,8 +8,8 @@
     L_rec = ||y_bar - y||_1 + perceptual
     min_{G,Es} max_D  L_adv + l1 L_con + l2 L_sty + l3 L_msk + l4 L_rec  (+ l_id L_id for faces)
 D is trained with the non-saturating loss and an R1 penalty on real images. An EMA of G is kept
-for samples, evaluation and export; the style sampler is fitted to the EMA style codes of the
-target set at every checkpoint.
+for samples, evaluation and export; at every checkpoint a new style sampler is fitted to the EMA
+style codes of the target set, seen with the training crop and flip (as published).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from gpunit.config import Stage2Config, Stage2LossConfig, config_to_dict
 from gpunit.data.datasets import ImageFolderDataset, UnpairedDataset, make_loader
 from gpunit.models import ContentEncoder, Discriminator, Generator, StyleSampler
 from gpunit.nn import init_weights
-from gpunit.train import distributed, speed
+from gpunit.train import accumulate, distributed, speed
 from gpunit.train.common import ema_update, run_training
 from gpunit.train.sampler_fit import collect_style_codes, fit_sampler, oversample_rare_styles
 
@@ -67,8 +67,10 @@ class Stage2Trainer:
         if not d.source or not d.target:
             raise ValueError("data.source and data.target must each list at least one image folder")
         self.dataset = UnpairedDataset(d.source, d.target, d.source_counts, d.target_counts, m.image_size,
-                                       d.load_size, d.flip, seed=t.seed)
-        self.target_set = ImageFolderDataset(d.target, m.image_size, d.target_counts)
+                                       d.load_size, d.flip, seed=t.seed, same_crop=d.same_crop)
+        augment = cfg.sampler.augment  # the sampler's codes: training crops and flips, or plain resizes
+        self.target_set = ImageFolderDataset(d.target, m.image_size, d.target_counts, d.load_size if augment else 0,
+                                             d.flip and augment)
 
         self.encoder = build_content_encoder(cfg).to(device)
         self.generator = Generator(m.image_size, m.content_size, m.base_channels, m.max_channels, m.style_dim,
@@ -111,7 +113,8 @@ class Stage2Trainer:
                 net.to(device)
 
         self.batch = t.batch_size  # the global batch; each process loads its share
-        distributed.local_batch(self.batch)  # fails early when it does not divide
+        self.accumulate = t.accumulate
+        accumulate.micro_batch_size(self.batch, self.accumulate)  # fails early when it does not divide
         self.images_per_step = 2 * self.batch
         self.consumed = 0
         self._open_loader()
@@ -148,65 +151,76 @@ class Stage2Trainer:
         return {"x": x, "y": y, "c_x": c_x, "c_y": c_y, "y_style": y_style}
 
     def g_step(self, b: dict) -> dict[str, torch.Tensor]:
-        """min over G, Es of L_adv + l1 L_con + l2 L_sty + l3 L_msk + l4 L_rec (+ l_id L_id)."""
+        """min over G, Es of L_adv + l1 L_con + l2 L_sty + l3 L_msk + l4 L_rec (+ l_id L_id), in
+        ``train.accumulate`` micro-batches of ``b``."""
         lam, G, D = self.cfg.loss, self.generator, self.discriminator
+        parts, y_hats = accumulate.split(b, self.accumulate), []
+
+        def micro(i: int):
+            m = parts[i]
+            with self.autocast():
+                s_y = G.style_encoder(m["y_style"])
+                y_hat, masks = G(m["c_x"], s_y)                                          # y_hat = G(Ec(x), Es(y))
+                y_bar, _ = G(m["c_y"], s_y, use_skip=lam.use_allskip)                    # y_bar = G(Ec(y), Es(y))
+                # D scores y_hat in full; of the real image only f_D is needed, without gradient. One
+                # spectral-norm weight (and power iteration) serves both calls, as one batched call would.
+                with parametrize.cached():
+                    fake_logits, f_fake = D(y_hat, lam.style_layer)
+                    with torch.no_grad():
+                        f_real = D.style_features(m["y"], lam.style_layer)
+                g = {
+                    "loss/g/adv": losses.adv_loss(fake_logits, real=True),                     # L_adv (Eq. 3)
+                    "loss/g/con": losses.content_loss(self.encoder(y_hat), m["c_x"][0]),      # L_con (Eq. 5)
+                    "loss/g/sty": losses.style_loss(f_fake, f_real),                           # L_sty (Eq. 4)
+                    "loss/g/msk": losses.mask_loss(masks).to(y_hat.device),                    # L_msk (Eq. 6)
+                    "loss/g/rec": F.l1_loss(y_bar, m["y"]) + losses.perceptual(self.vgg, y_bar, m["y"]),  # L_rec
+                }
+                if self.identity is not None and lam.lambda_id > 0:
+                    g["loss/g/id"] = self.identity(y_hat, m["y"])
+                weights = generator_loss_weights(lam)
+                g_total = sum(weights[k] * v.float() for k, v in g.items())
+            y_hats.append(y_hat.detach())
+            out = {**g, "loss/g/total": g_total}
+            for j, mask in enumerate(masks):  # how much of Ec's detail each skip layer lets through
+                out[f"mask/mean_{G.resolutions[G.skip_layers[j]]}"] = mask.float().mean()
+            return g_total, out
+
         D.requires_grad_(False)  # D is only a loss here: no weight gradients to compute
-        with self.autocast():
-            s_y = G.style_encoder(b["y_style"])
-            y_hat, masks = G(b["c_x"], s_y)                                          # y_hat = G(Ec(x), Es(y))
-            y_bar, _ = G(b["c_y"], s_y, use_skip=lam.use_allskip)                    # y_bar = G(Ec(y), Es(y))
-            # D scores y_hat in full; of the real image only f_D is needed, without gradient. One
-            # spectral-norm weight (and power iteration) serves both calls, as one batched call would.
-            with parametrize.cached():
-                fake_logits, f_fake = D(y_hat, lam.style_layer)
-                with torch.no_grad():
-                    f_real = D.style_features(b["y"], lam.style_layer)
-            g = {
-                "loss/g/adv": losses.adv_loss(fake_logits, real=True),                     # L_adv (Eq. 3)
-                "loss/g/con": losses.content_loss(self.encoder(y_hat), b["c_x"][0]),      # L_con (Eq. 5)
-                "loss/g/sty": losses.style_loss(f_fake, f_real),                           # L_sty (Eq. 4)
-                "loss/g/msk": losses.mask_loss(masks).to(y_hat.device),                    # L_msk (Eq. 6)
-                "loss/g/rec": F.l1_loss(y_bar, b["y"]) + losses.perceptual(self.vgg, y_bar, b["y"]),  # L_rec
-            }
-            if self.identity is not None and lam.lambda_id > 0:
-                g["loss/g/id"] = self.identity(y_hat, b["y"])
-            weights = generator_loss_weights(lam)
-            g_total = sum(weights[k] * v.float() for k, v in g.items())
-        self.step_optimizer(self.opt_g, g_total, self.g_params)
+        # a trained Ec computed c_x, c_y once for the whole batch: the micro-batches share that graph
+        out = accumulate.update([self.opt_g], self.g_params, self.scaler, self.accumulate, micro, self._networks(),
+                                shared_graph=self.cfg.train_content_encoder)
         D.requires_grad_(True)
-        b["y_hat"] = y_hat.detach()
-        out = {k: v.detach() for k, v in g.items()}
-        out["loss/g/total"] = g_total.detach()
-        for i, m in enumerate(masks):  # how much of Ec's detail each skip layer lets through
-            out[f"mask/mean_{G.resolutions[G.skip_layers[i]]}"] = m.detach().float().mean()
+        b["y_hat"] = torch.cat(y_hats)
         return out
 
     def d_step(self, b: dict) -> dict[str, torch.Tensor]:
-        """max over D of L_adv, with the R1 penalty on real images."""
+        """max over D of L_adv, with the R1 penalty on real images (in ``train.accumulate`` micro-batches)."""
         G, D = self.generator, self.discriminator
-        with self.autocast():
-            if self.cfg.train.reuse_translation_for_d:  # faster; the paper's code re-translates (default)
-                y_fake = b["y_hat"]
-            else:  # as published: the updated G translates again
-                with torch.no_grad():
-                    y_fake, _ = G(b["c_x"], G.style_encoder(b["y_style"]))
-            y_real = b["y"].detach().requires_grad_(True)
-            # Separate calls sharing one spectral-norm weight: R1's double backward then covers the
-            # real images only.
-            with parametrize.cached():
-                fake_logits, real_logits = D(y_fake.detach())[0].float(), D(y_real)[0].float()
-            d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False),
-                 "loss/d/r1": losses.r1_penalty(real_logits, y_real, speed.loss_scale(self.scaler, self.device))}
-            d_total = d["loss/d/adv"] + self.cfg.loss.lambda_r1 * d["loss/d/r1"]
-        self.step_optimizer(self.opt_d, d_total, self.d_params)
-        return {k: v.detach() for k, v in d.items()}
+        parts = accumulate.split(b, self.accumulate)
 
-    def step_optimizer(self, opt, loss: torch.Tensor, params: list) -> None:
-        opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        distributed.average_gradients(params)  # no-op unless launched by torchrun
-        self.scaler.step(opt)
-        self.scaler.update()
+        def micro(i: int):
+            m = parts[i]
+            with self.autocast():
+                if self.cfg.train.reuse_translation_for_d:  # faster; the paper's code re-translates (default)
+                    y_fake = m["y_hat"]
+                else:  # as published: the updated G translates again
+                    with torch.no_grad():
+                        y_fake, _ = G(m["c_x"], G.style_encoder(m["y_style"]))
+                y_real = m["y"].detach().requires_grad_(True)
+                # Separate calls sharing one spectral-norm weight: R1's double backward then covers the
+                # real images only.
+                with parametrize.cached():
+                    fake_logits, real_logits = D(y_fake.detach())[0].float(), D(y_real)[0].float()
+                d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False),
+                     "loss/d/r1": losses.r1_penalty(real_logits, y_real, speed.loss_scale(self.scaler, self.device))}
+                d_total = d["loss/d/adv"] + self.cfg.loss.lambda_r1 * d["loss/d/r1"]
+            return d_total, d
+
+        return accumulate.update([self.opt_d], self.d_params, self.scaler, self.accumulate, micro, self._networks())
+
+    def _networks(self) -> tuple:
+        """Every network a step runs (for one spectral-norm power iteration per update)."""
+        return (self.encoder, self.generator, self.discriminator)
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         b = self.next_batch(step)
@@ -217,8 +231,18 @@ class Stage2Trainer:
 
     # ------------------------------------------------------------------ sampler + monitoring
     def fit_style_sampler(self, progress: bool = True) -> dict:
-        """Fit the sampler to the EMA style codes of the target training set."""
-        s = self.cfg.sampler
+        """Fit the sampler to the EMA style codes of the target training set.
+
+        As published: a new sampler (default initialisation) each time, on codes of the target images
+        with fresh training crops and flips (``sampler.augment``). ``sampler.warm_start`` refits the
+        previous sampler instead. Every draw comes from the global RNG, which the training loop
+        preserves around checkpoints, so a resumed run fits the same sampler.
+        """
+        s, m = self.cfg.sampler, self.cfg.model
+        if not s.warm_start or not self.sampler_fitted:
+            fresh = StyleSampler(m.noise_dim, m.sampler_hidden, m.style_dim)
+            self.sampler.load_state_dict(fresh.state_dict())  # in place: the trainer keeps one module
+        self.target_set.seed = int(torch.randint(2**62, ()))  # new crops and flips at every fit
         codes = collect_style_codes(self.generator_ema.style_encoder, self.target_set, self.batch, self.device)
         if s.mitigate_style_bias:
             codes = oversample_rare_styles(codes)
