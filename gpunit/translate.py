@@ -20,6 +20,16 @@ from gpunit.models import ContentEncoder, Generator, StyleSampler
 from gpunit.train import speed
 
 
+def model_batch(images: torch.Tensor, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A batch (N, 3, H, W) in [-1, 1] on the model's device and dtype, resized to size x size if needed."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    images = images.to(device, dtype)
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return images
+
+
 class Translator(nn.Module):
     def __init__(self, content_encoder: ContentEncoder, generator: Generator,
                  sampler: StyleSampler | None = None, precision: str = "fp32"):
@@ -46,12 +56,7 @@ class Translator(nn.Module):
         return next(self.generator.parameters()).dtype
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-        images = images.to(self.device, self.dtype)
-        if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
-        return images
+        return model_batch(images, self.image_size, self.device, self.dtype)
 
     def _autocast(self):
         return speed.autocast(self.device, self.precision)()

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from gpunit import checkpoints_deepi2i as ckpt
 from gpunit.checkpoints import CheckpointError
 from gpunit.models.deepi2i import DeepI2I
 from gpunit.train import speed
+from gpunit.translate import model_batch
 
 
 class DeepI2ITranslator(nn.Module):
@@ -97,12 +97,7 @@ class DeepI2ITranslator(nn.Module):
         return torch.randn(n, self.dim_z, generator=generator).to(self.device, self.dtype)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-        images = images.to(self.device, self.dtype)
-        if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
-        return images
+        return model_batch(images, self.image_size, self.device, self.dtype)
 
     def _autocast(self):
         return speed.autocast(self.device, self.precision)()
