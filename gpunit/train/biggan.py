@@ -126,7 +126,30 @@ def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
 
 
 # ----------------------------------------------------------------------------- trainer
-class BigGANTrainer:
+class LabelledBatches:
+    """Data and noise of a class-conditional trainer (BigGAN's and DeepI2I's): a loader of labelled
+    batches that resumes after ``consumed`` images, and z ~ N(0, I) with classes c ~ U{0..classes-1}.
+    Uses the trainer's ``cfg``, ``device``, ``dataset``, ``batch``, ``consumed``, ``generator`` and
+    ``num_classes``."""
+
+    def _open_loader(self) -> None:
+        self.loader = iter(make_loader(self.dataset, self.batch, self.cfg.train.seed, start=self.consumed,
+                                       num_workers=self.cfg.data.num_workers, device_type=self.device.type,
+                                       rank=distributed.rank(), world=distributed.world_size()))
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        batch = next(self.loader)
+        self.consumed += self.batch
+        return to_device(batch, self.device, self.cfg.train.channels_last)
+
+    def sample_noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """z ~ N(0, I) and classes c ~ U{0..classes-1} (the data's classes, not every embedding row), from the
+        global RNG (steps of a run draw theirs with :func:`step_noise`)."""
+        z = torch.randn(n, self.generator.dim_z, device=self.device)
+        return z, torch.randint(self.num_classes, (n,), device=self.device)
+
+
+class BigGANTrainer(LabelledBatches):
     """Class-conditional BigGAN on labelled folders; driven by :func:`gpunit.train.common.train_loop`."""
 
     def __init__(self, cfg: BigGANConfig, device: torch.device):
@@ -169,22 +192,6 @@ class BigGANTrainer:
         self.progress = True
         gen = torch.Generator().manual_seed(t.seed)
         self.preview_z = torch.randn(8, m.dim_z, generator=gen).to(device)
-
-    def _open_loader(self) -> None:
-        self.loader = iter(make_loader(self.dataset, self.batch, self.cfg.train.seed, start=self.consumed,
-                                       num_workers=self.cfg.data.num_workers, device_type=self.device.type,
-                                       rank=distributed.rank(), world=distributed.world_size()))
-
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        batch = next(self.loader)
-        self.consumed += self.batch
-        return to_device(batch, self.device, self.cfg.train.channels_last)
-
-    def sample_noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """z ~ N(0, I) and classes c ~ U{0..classes-1} (the data's classes, not every embedding row), from the
-        global RNG (steps of a run draw theirs with :func:`step_noise`)."""
-        z = torch.randn(n, self.generator.dim_z, device=self.device)
-        return z, torch.randint(self.num_classes, (n,), device=self.device)
 
     # ------------------------------------------------------------------ one iteration
     def d_step(self, b: dict, z: torch.Tensor | None = None, c: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

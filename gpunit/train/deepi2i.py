@@ -40,12 +40,12 @@ from gpunit.checkpoints_deepi2i import (BigGANStates, build_discriminator, build
                                         read_biggan_release, save_deepi2i_translator)
 from gpunit.config import config_to_dict
 from gpunit.config_deepi2i import DeepI2IConfig
-from gpunit.data.datasets import LabelledImageDataset, labelled_classes, make_loader
+from gpunit.data.datasets import LabelledImageDataset, labelled_classes
 from gpunit.models.biggan import BigGANDiscriminator, BigGANGenerator, orthogonal_init_
 from gpunit.models.deepi2i import Adaptors, DeepI2I, Encoder, build_adaptors
-from gpunit.train import accumulate, distributed, speed
-from gpunit.train.biggan import (adam, check_supported, eval_mode, load_adam_state, shown_classes, step_noise,
-                                 to_device)
+from gpunit.train import accumulate, speed
+from gpunit.train.biggan import (LabelledBatches, adam, check_supported, eval_mode, load_adam_state, shown_classes,
+                                 step_noise)
 from gpunit.train.common import ema_update, run_training
 
 log = logging.getLogger("gpunit.deepi2i")
@@ -208,7 +208,7 @@ def _collect_optimizer_states(nets: DeepI2INetworks, src: BigGANStates, order: l
 
 
 # ----------------------------------------------------------------------------- trainer
-class DeepI2ITrainer:
+class DeepI2ITrainer(LabelledBatches):
     """DeepI2I transfer training; driven by :func:`gpunit.train.common.train_loop`."""
 
     def __init__(self, cfg: DeepI2IConfig, device: torch.device):
@@ -277,22 +277,6 @@ class DeepI2ITrainer:
         self.set_phase(self.phase_of(1))
 
     # ------------------------------------------------------------------ data
-    def _open_loader(self) -> None:
-        self.loader = iter(make_loader(self.dataset, self.batch, self.cfg.train.seed, start=self.consumed,
-                                       num_workers=self.cfg.data.num_workers, device_type=self.device.type,
-                                       rank=distributed.rank(), world=distributed.world_size()))
-
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        """x (inputs, any class) with l_x, and y (D's real images) with l_y."""
-        batch = next(self.loader)
-        self.consumed += self.batch
-        return to_device(batch, self.device, self.cfg.train.channels_last)
-
-    def sample_noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """z ~ N(0, I) and a target class per sample, c ~ U{0..classes-1}, from the global RNG."""
-        z = torch.randn(n, self.generator.dim_z, device=self.device)
-        return z, torch.randint(self.num_classes, (n,), device=self.device)
-
     def noise(self, step: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The noise and target classes of a step's D (stream 0) or G (stream 1) update: a function of
         (seed, step) and the global batch, so N processes draw what one process would."""
