@@ -1,9 +1,7 @@
 """DeepI2I translation: gpunit.load_translator on DeepI2I files and folders, translate(), and the CLI."""
 import math
 import os
-import runpy
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +18,8 @@ from gpunit.models.biggan import BigGANGenerator
 from gpunit.models.deepi2i import DeepI2I, Encoder, build_adaptors
 from gpunit.translate_deepi2i import DeepI2ITranslator
 from gpunit.translate_folder import describe_summary, translate_folder_classes
+from test_translate_script import run_script  # scripts/translate.py in this process
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "translate.py"
 SIZE = 64  # the tiny translator's image size
 CLASSES = ["cat", "dog", "fox", "red panda"]
 
@@ -52,19 +49,6 @@ def photo(path: Path, size=(40, 30), seed=0, mode="RGB") -> Path:
 
 def names(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-
-
-def run_script(*args) -> int:
-    """scripts/translate.py in this process; returns its exit status."""
-    argv = sys.argv
-    sys.argv = [str(SCRIPT), *map(str, args), "--no-progress"]
-    try:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    except SystemExit as done:
-        return done.code or 0
-    finally:
-        sys.argv = argv
-    raise AssertionError("the script did not exit through run_main")
 
 
 # ----------------------------------------------------------------------------- the published folder
