@@ -22,11 +22,11 @@ from gpunit.translate_folder import translate_folder
 log = logging.getLogger("gpunit.demo")
 
 
-def _banner(text: str) -> None:
+def banner(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
-def _train(run, cfg, run_dir: Path, product: str, progress: bool) -> Path:
+def train_once(run, cfg, run_dir: Path, product: str, progress: bool) -> Path:
     """Run a stage unless its product exists; resume a run that has checkpoints."""
     if (run_dir / product).is_file():
         print(f"reusing {run_dir / product}")
@@ -44,25 +44,25 @@ def run_demo(data_root="data/synthetic", out_dir="runs", outputs_dir="outputs/de
              target="star", overrides1=(), overrides2=(), num_outputs=10, progress=True, device="auto") -> dict:
     start = time.perf_counter()
     data = Path(data_root)
-    _banner(f"1/5 synthetic prior data -> {data}")
+    banner(f"1/5 synthetic prior data -> {data}")
     make_dataset(data, progress=progress)
 
-    _banner("2/5 Stage I: prior distillation (content encoder)")
+    banner("2/5 Stage I: prior distillation (content encoder)")
     cfg1 = load_config("configs/stage1/synthetic.yaml", Stage1Config, [
         f"out_dir={out_dir}", f"train.device={device}", f"data.paired_root={data}/pairs",
         f"data.paired_mask_root={data}/pairs_mask", f"data.unpaired_root={data}/unpaired",
         f"data.unpaired_mask_root={data}/unpaired_mask", f"data.test_root={data}/pairs_test", *overrides1])
-    encoder = _train(run_stage1, cfg1, Path(out_dir) / cfg1.name, "content_encoder.pt", progress)
+    encoder = train_once(run_stage1, cfg1, Path(out_dir) / cfg1.name, "content_encoder.pt", progress)
 
-    _banner(f"3/5 Stage II: adversarial translation ({source} -> {target})")
+    banner(f"3/5 Stage II: adversarial translation ({source} -> {target})")
     cfg2 = load_config("configs/stage2/synthetic.yaml", Stage2Config, [
         f"out_dir={out_dir}", f"train.device={device}", f"content_encoder={encoder}",
         f"data.source=[{data}/domains/{source}/train]", f"data.target=[{data}/domains/{target}/train]",
         f"name=stage2_{source}2{target}", *overrides2])
     run_dir = Path(out_dir) / cfg2.name
-    checkpoint = _train(run_stage2, cfg2, run_dir, "translator.pt", progress)
+    checkpoint = train_once(run_stage2, cfg2, run_dir, "translator.pt", progress)
 
-    _banner("4/5 translating the held-out test images")
+    banner("4/5 translating the held-out test images")
     translator = load_translator(str(checkpoint), device=resolve_device(device))
     content_dir, style_dir = data / "domains" / source / "test", data / "domains" / target / "test"
     out = Path(outputs_dir)
@@ -70,13 +70,13 @@ def run_demo(data_root="data/synthetic", out_dir="runs", outputs_dir="outputs/de
     exemplar = translate_folder(translator, content_dir, out / "exemplar", style=style_dir,
                                 style_pairing="random", seed=0, progress=progress)
 
-    _banner("5/5 evaluation")
+    banner("5/5 evaluation")
     results = evaluate(translator, [str(content_dir)], [str(style_dir)], num_outputs=num_outputs,
                        synthetic_root=str(data), target_domain=target, progress=progress)
     save_results(results, out / "eval.json", run_dir=run_dir)
     minutes = (time.perf_counter() - start) / 60
 
-    _banner("report")
+    banner("report")
     print(format_report(results))
     print(f"\nimages:      {out / 'latent'} ({latent['translated'] + latent['skipped_existing']} files), "
           f"{out / 'exemplar'} ({exemplar['translated'] + exemplar['skipped_existing']} files); "

@@ -3,7 +3,8 @@
 For every test (content) image, ``num_outputs`` translations from sampled styles (latent-guided) or
 from random reference images of the target domain (exemplar-guided); then
 - FID and KID against the target domain's real images (pytorch-fid's Inception, 2048-d pool),
-  and per-class mFID / mKID when the reference images come from several class folders (DeepI2I);
+  and per-class mFID / mKID when the reference images come from several class folders (a DeepI2I
+  translator has its own many-class protocol: :mod:`gpunit.evaluate_deepi2i`);
 - diversity: mean pairwise LPIPS among the outputs of each input;
 - on the built-in synthetic data: content consistency (object centroid/scale/angle vs. the content
   image's, against a random pairing), domain accuracy (share of translations a classifier
@@ -37,7 +38,8 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _optional(name: str, build, skipped: dict):
+def optional_metric(name: str, build, skipped: dict):
+    """``build()``, or None when its weights file is missing; ``skipped[name]`` then says which file enables it."""
     try:
         return build()
     except MissingWeightsError as err:
@@ -64,8 +66,8 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
     skipped: dict[str, str] = {}
     from gpunit.metrics.fid import InceptionFeatures
     from gpunit.metrics.lpips_diversity import LPIPSDiversity
-    inception = _optional("fid_kid", lambda: InceptionFeatures(inception_weights, device), skipped)
-    lpips_net = (_optional("lpips_diversity", lambda: LPIPSDiversity(lpips_weights, device), skipped)
+    inception = optional_metric("fid_kid", lambda: InceptionFeatures(inception_weights, device), skipped)
+    lpips_net = (optional_metric("lpips_diversity", lambda: LPIPSDiversity(lpips_weights, device), skipped)
                  if num_outputs > 1 else None)
 
     contents = ImageFolderDataset(content, size, resize=resize)
@@ -199,6 +201,9 @@ def format_report(results: dict) -> str:
     if results.get("protocol") == "paper":
         from gpunit.evaluate_paper import format_paper_report
         return format_paper_report(results)
+    if results.get("protocol") == "deepi2i":
+        from gpunit.evaluate_deepi2i import format_deepi2i_report
+        return format_deepi2i_report(results)
     lines = ["protocol: standard (pytorch-fid's Inception; not comparable with the paper's Table 1: --protocol paper)"]
     if "real" in results:
         counts = f" ({results['num_real']} images)" if "num_real" in results else ""

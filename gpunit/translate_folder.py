@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 import torchvision.utils
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from gpunit.data.images import (RESIZE_POLICIES, UnreadableImageError, load_rgb, model_input, scan_images,
@@ -308,6 +308,7 @@ def _write_grid(job: _ContentJob, content: torch.Tensor, style_images: list[Imag
 
 # ============================================================================= DeepI2I: many target classes
 GRID_CLASSES_PER_PAGE = 16  # columns of an overview page (Fig. 14 layout: one column per target class)
+GRID_HEADER = 14            # px of the strip above a class page that names its columns
 GRID_INPUTS_PER_PAGE = 16  # input images per page (each gives num_styles rows)
 
 
@@ -405,7 +406,8 @@ def translate_folder_classes(translator: DeepI2ITranslator, input_path: str | os
                          "could be read (see the warnings above); replace or delete the broken files")
     if grid:
         shown = [job for job in jobs if job.path not in unreadable]
-        _write_class_grids(shown, len(classes), num_styles, output_dir / "grids", translator.image_size, resize,
+        _write_class_grids(shown, [translator.class_label(c) for c in classes], num_styles, output_dir / "grids",
+                           translator.image_size, resize,
                            classes_per_page, inputs_per_page, fresh, overwrite, summary)
     return summary
 
@@ -425,10 +427,12 @@ def _check_unique_class_outputs(jobs: list[_ClassJob]) -> None:
             seen[out] = job.path
 
 
-def _write_class_grids(jobs: list[_ClassJob], num_classes: int, num_styles: int, folder: Path, size: int,
+def _write_class_grids(jobs: list[_ClassJob], class_names: list[str], num_styles: int, folder: Path, size: int,
                        resize: str, classes_per_page: int, inputs_per_page: int, fresh: set[Path], overwrite: bool,
                        summary: dict) -> None:
-    """Overview pages: rows [input, result for class 1, class 2, ...], one per input and noise vector."""
+    """Overview pages: rows [input, result for class 1, class 2, ...], one per input and noise vector, under a
+    strip that names the columns."""
+    num_classes = len(class_names)
     for pi, first in enumerate(range(0, len(jobs), inputs_per_page)):
         page_jobs = jobs[first:first + inputs_per_page]
         for pj, c0 in enumerate(range(0, num_classes, classes_per_page)):
@@ -452,5 +456,18 @@ def _write_class_grids(jobs: list[_ClassJob], num_classes: int, num_styles: int,
             if not tiles:
                 continue
             page = torchvision.utils.make_grid(torch.stack(tiles), nrow=len(cols) + 1, padding=2, pad_value=1.0)
-            write_png_atomic(to_pil(page), path)
+            write_png_atomic(_with_column_labels(to_pil(page), ["input"] + [class_names[j] for j in cols], size + 2),
+                             path)
             summary["grids"].append(path)
+
+
+def _with_column_labels(page: Image.Image, labels: list[str], cell: int) -> Image.Image:
+    """``page`` under a white strip naming each ``cell``-wide column (names cut to fit)."""
+    out = Image.new("RGB", (page.width, page.height + GRID_HEADER), "white")
+    out.paste(page, (0, GRID_HEADER))
+    draw = ImageDraw.Draw(out)
+    for i, text in enumerate(labels):
+        while len(text) > 1 and draw.textlength(text) > cell - 4:
+            text = text[:-1]
+        draw.text((i * cell + 4, 1), text, fill="black")
+    return out

@@ -19,9 +19,18 @@ or translate the test images into --fake first (--resize published by default):
         --content data/afhq/images512x512/test/dog --real data/afhq/images512x512/train/cat \\
         --fake outputs/dog2cat --output dog2cat.json
 
+On a DeepI2I checkpoint, the many-class protocol (DeepI2I Sec. 4): every test input into every class (or
+--target-classes) with --num-outputs noise vectors; per-class FID/KID and their means mFID/mKID, RC and FC
+(ResNet-50 + linear classifier), LPIPS diversity. --real: one folder per class, named as the class or inside
+one (<root>/<class>/test):
+
+    python scripts/evaluate.py --checkpoint runs/deepi2i_synthetic/deepi2i.pt \
+        --content data/synthetic/domains/*/test --real data/synthetic/domains/*/test --output eval.json
+
 Weights are read from $TORCH_HOME/hub/checkpoints or --inception-weights / --lpips-weights: standard,
 pt_inception-2015-12-05-6726825d.pth and alexnet-owt-7be5be79.pth (a metric is skipped without its file);
-paper, inception_v3_google-0cc3c7bd.pth and alexnet-owt-7be5be79.pth (both required).
+paper, inception_v3_google-0cc3c7bd.pth and alexnet-owt-7be5be79.pth (both required); DeepI2I's classifier
+also resnet50-11ad3fa6.pth or resnet50-0676ba61.pth (--resnet-weights; without it, trained from scratch).
 """
 import argparse
 
@@ -29,23 +38,26 @@ from gpunit.cli import run_main
 from gpunit.data.images import RESIZE_POLICIES
 from gpunit.evaluate import evaluate, format_report, save_results
 from gpunit.train.common import resolve_device
+from gpunit.translate_deepi2i import is_deepi2i_path
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", choices=["standard", "paper"], default="standard",
                    help="standard: pytorch-fid FID/KID and more; paper: GP-UNIT Table 1 (StarGAN v2's FID and LPIPS)")
-    p.add_argument("--checkpoint", help="translator.pt, or a published Stage II file")
+    p.add_argument("--checkpoint", help="translator.pt, a published Stage II file, deepi2i.pt or a published "
+                                        "DeepI2I folder")
     p.add_argument("--content-encoder", help="the published content_encoder.pt (published Stage II files only)")
     p.add_argument("--content", nargs="+", help="folder(s) of source-domain test images")
     p.add_argument("--real", nargs="+", required=True, help="folder(s) of real target-domain images (standard: one "
-                                                            "per class; paper: the target TRAINING images)")
+                   "per class; paper: the target TRAINING images; DeepI2I: one per class, named as the class)")
     p.add_argument("--fake", help="paper: a folder of outputs to score (10 per input, named <input>_<k>.png), or "
                                   "where --checkpoint's translations are written (new or empty)")
     p.add_argument("--mode", choices=["latent", "reference"], default="latent",
                    help="styles from the sampler (latent) or from random reference images (reference)")
     p.add_argument("--reference", nargs="+", help="reference image folder(s) (default: --real)")
-    p.add_argument("--num-outputs", type=int, default=10, help="translations per test image (paper: 10)")
+    p.add_argument("--num-outputs", type=int, default=10,
+                   help="translations per test image (paper: 10); DeepI2I: per test image and class")
     p.add_argument("--max-content", type=int, default=0, help="evaluate the first N test images only (0 = all)")
     p.add_argument("--resize", choices=RESIZE_POLICIES, help="how test and reference images become model inputs "
                    "(default: stretch for standard, published for paper: the authors' float bilinear resize)")
@@ -55,16 +67,33 @@ def main() -> int:
     p.add_argument("--inception-weights", help="standard: pt_inception-2015-12-05-6726825d.pth; paper: "
                                                "inception_v3_google-0cc3c7bd.pth (file or folder)")
     p.add_argument("--lpips-weights", help="alexnet-owt-7be5be79.pth (file or folder)")
-    p.add_argument("--synthetic-root", help="standard: the built-in synthetic data root: adds content consistency "
-                                            "and domain accuracy")
+    p.add_argument("--synthetic-root", help="standard and DeepI2I: the built-in synthetic data root: adds content "
+                                            "consistency, domain (texture) and shape accuracy")
     p.add_argument("--target-domain", help="synthetic target domain name (default: from --real)")
+    deepi2i = p.add_argument_group("DeepI2I checkpoints (many-class protocol)")
+    deepi2i.add_argument("--target-classes", nargs="+", metavar="NAME", help="classes to translate into and score "
+                         "(names, or indices; default: every class of the checkpoint)")
+    deepi2i.add_argument("--class-names", help="a text file with one class name per line (for a published weights "
+                         "folder, which carries none)")
+    deepi2i.add_argument("--classifier-train", nargs="+", help="one folder of real images per class for RC's "
+                         "classifier to learn from (default: --real; other folders add its held-out accuracy)")
+    deepi2i.add_argument("--resnet-weights", help="resnet50-11ad3fa6.pth or resnet50-0676ba61.pth (file or folder; "
+                         "default: the torch hub cache, else the classifier trains from scratch, with a note)")
+    deepi2i.add_argument("--classifier-size", type=int, default=224, help="the classifier's input size")
+    deepi2i.add_argument("--classifier-epochs", type=int, default=20, help="training epochs of each classifier")
+    deepi2i.add_argument("--classifier-cache", help="RC classifier cache file (default: beside its training "
+                         "folders)")
     p.add_argument("--output", default="eval.json", help="where to write the results as JSON")
     p.add_argument("--run-dir", help="also log the figures to this run's TensorBoard")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     args = p.parse_args()
     device = resolve_device(args.device)
 
-    if args.protocol == "paper":
+    if args.checkpoint and is_deepi2i_path(args.checkpoint):
+        results = _evaluate_deepi2i(p, args, device)
+    elif args.class_names or args.target_classes or args.classifier_train or args.resnet_weights:
+        p.error("--target-classes, --class-names, --classifier-train and --resnet-weights are for DeepI2I checkpoints")
+    elif args.protocol == "paper":
         if args.synthetic_root or args.target_domain:
             p.error("--synthetic-root/--target-domain are for --protocol standard")
         if not args.fake:
@@ -94,7 +123,33 @@ def main() -> int:
 
 def _translator(args, device):
     from gpunit.translate import load_translator
-    return load_translator(args.checkpoint, args.content_encoder, device=device)
+    return load_translator(args.checkpoint, args.content_encoder, device=device, class_names=args.class_names)
+
+
+def _evaluate_deepi2i(p, args, device) -> dict:
+    from gpunit.evaluate_deepi2i import evaluate_deepi2i
+    from gpunit.metrics.class_accuracy import ClassifierSettings
+
+    if args.protocol == "paper" or args.fake or args.mode != "latent" or args.reference:
+        p.error("a DeepI2I checkpoint is scored by the many-class protocol: drop --protocol paper, --fake, "
+                "--mode and --reference")
+    if args.target_domain:
+        p.error("--target-domain is for GP-UNIT translators: a DeepI2I checkpoint is scored into every class")
+    if not args.content:
+        p.error("give --content: the test images to translate into every class")
+    translator = _translator(args, device)
+    classifier = ClassifierSettings(image_size=args.classifier_size, epochs=args.classifier_epochs, seed=args.seed,
+                                    weights=args.resnet_weights, cache=args.classifier_cache)
+    results = evaluate_deepi2i(translator, args.content, args.real, args.target_classes, args.num_outputs, args.seed,
+                               args.batch_size, args.classifier_train, classifier, args.inception_weights,
+                               args.lpips_weights, args.max_content, args.resize or "stretch", not args.no_progress)
+    if args.synthetic_root:  # the built-in data: texture, shape and content of every class's translations
+        from pathlib import Path
+
+        from gpunit.metrics.synthetic_classes import score_synthetic_classes
+        results["synthetic"] = score_synthetic_classes(translator, Path(args.synthetic_root) / "domains",
+                                                       num_outputs=args.num_outputs, seed=args.seed)
+    return {"checkpoint": str(args.checkpoint), **results}
 
 
 if __name__ == "__main__":

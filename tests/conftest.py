@@ -22,12 +22,40 @@ def _seed():
     torch.manual_seed(0)
 
 
+# the sizes of the tiny built-in synthetic data set (3 classes, 64x64)
+TINY_SYNTHETIC = dict(size=64, classes=["ellipse", "star", "ring"], pairs_per_class=6, unpaired_per_class=4,
+                      domain_train=8, domain_test=4, pair_test=4, seed=0, workers=0, progress=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory):
-    """A tiny built-in synthetic data set (3 classes, 64x64) shared by the trainer tests."""
+    """A tiny built-in synthetic data set shared by the trainer tests (:data:`TINY_SYNTHETIC`)."""
     from gpunit.data.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
-    make_dataset(root, size=64, classes=["ellipse", "star", "ring"], pairs_per_class=6, unpaired_per_class=4,
-                 domain_train=8, domain_test=4, pair_test=4, seed=0, workers=0, progress=False)
+    make_dataset(root, **TINY_SYNTHETIC)
     return root
+
+
+SOURCE_CLASSES = ["ellipse", "ring", "star", "square"]  # the tiny BigGAN's rows; tiny_synthetic has the first three
+
+
+@pytest.fixture(scope="session")
+def tiny_biggan(tmp_path_factory):
+    """A 64 px BigGAN at tiny width with named class rows, saved as scripts/train_biggan.py does."""
+    import copy
+
+    from gpunit.checkpoints_deepi2i import save_biggan
+    from gpunit.models.biggan import BigGANDiscriminator, BigGANGenerator
+
+    torch.manual_seed(1)
+    g = BigGANGenerator(64, 4, len(SOURCE_CLASSES), dim_z=20, shared_dim=8, attention=(32,))
+    d = BigGANDiscriminator(64, 4, len(SOURCE_CLASSES), attention=(16,))
+    with torch.no_grad():  # away from init, as a trained BigGAN is: attention gates are 0 there, and orthogonal
+        for net in (g, d):  # weights have all singular values 1, where spectral norm's vectors would not matter
+            for name, p in net.named_parameters():
+                if name.endswith("gamma"):
+                    p.fill_(0.3)
+                elif p.dim() > 1:
+                    p.mul_(1 + torch.rand_like(p))
+    return save_biggan(tmp_path_factory.mktemp("biggan") / "biggan.pt", g, d, copy.deepcopy(g), SOURCE_CLASSES)

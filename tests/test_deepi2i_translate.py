@@ -17,7 +17,7 @@ from gpunit.models import ContentEncoder, Generator, StyleSampler
 from gpunit.models.biggan import BigGANGenerator
 from gpunit.models.deepi2i import DeepI2I, Encoder, build_adaptors
 from gpunit.translate_deepi2i import DeepI2ITranslator
-from gpunit.translate_folder import describe_summary, translate_folder_classes
+from gpunit.translate_folder import GRID_HEADER, describe_summary, translate_folder_classes
 from test_translate_script import run_script  # scripts/translate.py in this process
 
 SIZE = 64  # the tiny translator's image size
@@ -132,7 +132,11 @@ def test_cli_target_classes_outputs_grid_and_resume(checkpoint, translator, tmp_
     line = capsys.readouterr().out
     assert "translated 4 image(s)" in line and "1 unreadable" in line and "broken.jpg" in line
     # one row per input, the input then one column per class
-    assert Image.open(out / "grids" / "grid_000_000.png").size == (3 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)
+    grid = Image.open(out / "grids" / "grid_000_000.png")
+    assert grid.size == (3 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2 + GRID_HEADER)
+    # a white strip above names the columns: dark text over each of them
+    strip = np.asarray(grid.convert("L"))[:GRID_HEADER]
+    assert all(strip[:, c * (SIZE + 2):(c + 1) * (SIZE + 2)].min() < 128 for c in range(3))
     # each file is G(A(E(x)), z_0, c) with z_0 drawn from the seed, up to 8-bit rounding
     expected = translator.translate(model_input(src / "a.jpg"), "red panda", z=translator.sample_z(1, seed=3))
     result = to_tensor(load_rgb(out / "a__red_panda__s0.png"))
@@ -156,7 +160,8 @@ def test_cli_all_classes_and_styles(checkpoint, tmp_path):
     labels = ["cat", "dog", "fox", "red_panda"]
     assert names(out) == {f"x__{c}__s{k}.png" for c in labels for k in (0, 1)} | {"grids/grid_000_000.png"}
     # two rows (noise vectors), input + 4 classes
-    assert Image.open(out / "grids" / "grid_000_000.png").size == (5 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)
+    grid_size = Image.open(out / "grids" / "grid_000_000.png").size
+    assert grid_size == (5 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2 + GRID_HEADER)
     a, b = (np.asarray(Image.open(out / f"x__dog__s{k}.png"), np.int16) for k in (0, 1))
     assert np.abs(a - b).max() > 2  # another noise vector, another result
 
@@ -171,8 +176,9 @@ def test_grid_pages_split_classes_and_inputs(translator, tmp_path):
     assert pages == [f"grid_{i:03d}_{j:03d}.png" for i in range(math.ceil(3 / 2)) for j in range(math.ceil(4 / 3))]
     assert summary["translated"] == 12 and len(summary["grids"]) == 4
     w = lambda cols: cols * (SIZE + 2) + 2  # noqa: E731
-    assert Image.open(tmp_path / "out" / "grids" / "grid_000_000.png").size == (w(4), w(2))  # 2 inputs, 3 classes
-    assert Image.open(tmp_path / "out" / "grids" / "grid_001_001.png").size == (w(2), w(1))  # 1 input, 1 class
+    grids = tmp_path / "out" / "grids"
+    assert Image.open(grids / "grid_000_000.png").size == (w(4), w(2) + GRID_HEADER)  # 2 inputs, 3 classes
+    assert Image.open(grids / "grid_001_001.png").size == (w(2), w(1) + GRID_HEADER)  # 1 input, 1 class
     assert "translated 12 image(s)" in describe_summary(summary)
     again = translate_folder_classes(translator, src, tmp_path / "out", target_classes=[0], batch_size=1,
                                      progress=False)

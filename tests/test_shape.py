@@ -59,3 +59,21 @@ def test_translations_without_objects_are_counted():
     assert scores["shape_found"] == 0.0 and math.isnan(scores["shape_accuracy"])
     with pytest.raises(ValueError, match="unknown synthetic class"):
         shape_consistency(blank, ROWS, "dragon")
+
+
+def test_a_star_turned_where_the_ellipse_cannot_show_it_is_still_a_star():
+    """An ellipse is a disk under the pose: the star's points may take any turn inside it. A crescent
+    shows every turn, so there the same star is the wrong pose."""
+    turn = np.radians(36.0)  # the inverted star: half of the star's 72-degree period, the farthest off
+    star = synthetic.render_silhouette(ROWS[0]["seed"], ROWS[0]["index"], STAR, SIZE, spin=turn) >= 0.5
+    from_ellipse = silhouette_ious(star, ROWS[0]["seed"], ROWS[0]["index"], synthetic.CLASS_NAMES.index("ellipse"))
+    from_crescent = silhouette_ious(star, ROWS[0]["seed"], ROWS[0]["index"], synthetic.CLASS_NAMES.index("crescent"))
+    assert int(np.argmax(from_ellipse)) == STAR and from_ellipse[STAR] > 0.85
+    assert from_crescent[STAR] < from_ellipse[STAR] - 0.1
+
+
+def test_silhouettes_are_the_rendered_masks():
+    for name in ("star", "heart"):
+        c = synthetic.CLASS_NAMES.index(name)
+        image_mask = synthetic.render(ROWS[1]["seed"], ROWS[1]["index"], c, SIZE)[1]
+        assert np.array_equal(synthetic.render_silhouette(ROWS[1]["seed"], ROWS[1]["index"], c, SIZE), image_mask)

@@ -110,17 +110,18 @@ class ObjectClass:
     shape: Callable[[np.ndarray, np.ndarray], np.ndarray]  # inside-test (x, y up) -> bool array
     texture: str             # solid | stripes | dots | checker | gradient
     hues: tuple[float, float]
+    symmetry: int = 1        # order of the shape's rotational symmetry; 0: every rotation (a disk)
     saturation: float = 0.9
     value: float = 0.92
 
 
 CLASSES: list[ObjectClass] = [
-    ObjectClass("ellipse", _ellipse, "solid", (0, 0)),
-    ObjectClass("rectangle", _rectangle, "stripes", (220, 50)),
-    ObjectClass("triangle", _triangle, "dots", (125, 30)),
-    ObjectClass("star", _star, "checker", (35, 275)),
-    ObjectClass("cross", _cross, "gradient", (185, 315)),
-    ObjectClass("ring", _ring, "stripes", (330, 165)),
+    ObjectClass("ellipse", _ellipse, "solid", (0, 0), symmetry=0),
+    ObjectClass("rectangle", _rectangle, "stripes", (220, 50), symmetry=4),
+    ObjectClass("triangle", _triangle, "dots", (125, 30), symmetry=3),
+    ObjectClass("star", _star, "checker", (35, 275), symmetry=5),
+    ObjectClass("cross", _cross, "gradient", (185, 315), symmetry=4),
+    ObjectClass("ring", _ring, "stripes", (330, 165), symmetry=0),
     ObjectClass("crescent", _crescent, "gradient", (52, 12)),
     ObjectClass("heart", _heart, "dots", (345, 60)),
 ]
@@ -286,9 +287,13 @@ def _texture(class_id: int, u: np.ndarray, v: np.ndarray, seed: int, index: int)
     return (1 - w) * a + w * b
 
 
-def _object_transform(latent: Latent, class_id: int, size: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Centre (2,) in pixels, inverse map pixel offsets -> whitened coords, and the extent in pixels."""
+def _object_transform(latent: Latent, class_id: int, size: int, spin: float = 0.0
+                      ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre (2,) in pixels, inverse map pixel offsets -> whitened coords, and the extent in pixels.
+    ``spin`` turns the whitened shape before the pose (radians): a disk looks the same at every spin."""
     pose = _pose_matrix(latent.angle, latent.aspect, latent.skew) * (latent.radius * size)
+    if spin:
+        pose = pose @ _pose_matrix(spin, 1.0, 0.0)
     centre = np.array([latent.cx, latent.cy]) * size
     extent = np.linalg.norm(pose, 2) * _whitening(class_id).radius
     return centre, np.linalg.inv(pose), float(extent)
@@ -317,21 +322,42 @@ def render(seed: int, index: int, class_id: int, size: int) -> tuple[np.ndarray,
     latent = sample_latent(seed, index)
     image = _background(latent, size)
     mask = np.zeros((size, size))
-    centre, inverse, extent = _object_transform(latent, class_id, size)
-    # Only the object's bounding box needs the shape test and the texture.
-    x0, y0 = (max(0, int(math.floor(c - extent)) - 1) for c in centre)
-    x1, y1 = (min(size, int(math.ceil(c + extent)) + 2) for c in centre)
-    if x1 > x0 and y1 > y0:
-        px, py = np.meshgrid(_subpixel_centres(x0, x1) - centre[0], _subpixel_centres(y0, y1) - centre[1])
-        x, y = _to_canonical(px, py, inverse, _whitening(class_id))
+    found = _object_box(latent, class_id, size)
+    if found is not None:
+        box, x, y = found
         inside = CLASSES[class_id].shape(x, -y).astype(np.float64)  # canonical y points up
         painted = _downsample(inside[..., None] * _texture(class_id, x, -y, seed, index))
-        box = (slice(y0, y1), slice(x0, x1))
         mask[box] = _downsample(inside)
         # Box-filtered "over" compositing; pixels the object misses keep the background exactly.
         image[box] = painted + (1 - mask[box][..., None]) * image[box]
     mask = mask.astype(np.float32)
     return _to_uint8(image), mask, object_stats(mask)
+
+
+def _object_box(latent: Latent, class_id: int, size: int, spin: float = 0.0):
+    """The object's bounding box (a pair of slices) and the canonical coordinates of its sub-pixels, or
+    None when the box is empty: only the box needs the shape test and the texture."""
+    centre, inverse, extent = _object_transform(latent, class_id, size, spin)
+    x0, y0 = (max(0, int(math.floor(c - extent)) - 1) for c in centre)
+    x1, y1 = (min(size, int(math.ceil(c + extent)) + 2) for c in centre)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    px, py = np.meshgrid(_subpixel_centres(x0, x1) - centre[0], _subpixel_centres(y0, y1) - centre[1])
+    x, y = _to_canonical(px, py, inverse, _whitening(class_id))
+    return (slice(y0, y1), slice(x0, x1)), x, y
+
+
+def render_silhouette(seed: int, index: int, class_id: int, size: int, spin: float = 0.0) -> np.ndarray:
+    """The coverage mask (size, size) float32 of :func:`render`, without painting; ``spin`` (radians)
+    turns the shape inside the latent's pose, which the image of a symmetric shape cannot show."""
+    _check_size(size)
+    _check_class(class_id)
+    mask = np.zeros((size, size), dtype=np.float32)
+    found = _object_box(sample_latent(seed, index), class_id, size, spin)
+    if found is not None:
+        box, x, y = found
+        mask[box] = _downsample(CLASSES[class_id].shape(x, -y).astype(np.float64))
+    return mask
 
 
 def _to_canonical(px: np.ndarray, py: np.ndarray, inverse: np.ndarray, white: _Whitening):

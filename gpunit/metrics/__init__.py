@@ -6,6 +6,7 @@ not need the evaluation packages (pytorch-fid, lpips):
 - :mod:`~gpunit.metrics.lpips_diversity`: LPIPS diversity;
 - :mod:`~gpunit.metrics.paper_protocol` (+ :mod:`~gpunit.metrics.paper_networks`): FID and LPIPS diversity
   exactly as the paper's Table 1 computed them (StarGAN v2's metric code);
-- :mod:`~gpunit.metrics.domain_classifier`: translation accuracy (RC/FC) of a domain classifier;
+- :mod:`~gpunit.metrics.class_accuracy`: DeepI2I's RC and FC with a ResNet-50 + linear classifier;
+- :mod:`~gpunit.metrics.domain_classifier`: translation accuracy of a small CNN on the synthetic domains;
 - :mod:`~gpunit.metrics.content`, :mod:`~gpunit.metrics.prior`: checks on the synthetic prior.
 """

@@ -5,7 +5,8 @@ A small CNN learns to tell apart the real images of a set of domain folders
 recognises as the target domain measures whether a translation reached its domain. DeepI2I
 uses a ResNet-50; for the built-in synthetic domains a four-layer CNN trained in seconds on
 CPU is enough. Its FC metric is the same classifier trained on generated images (the same
-folder layout) and evaluated on real ones.
+folder layout) and evaluated on real ones. The paper's classifier (ResNet-50 + linear) for RC and FC on
+any labelled data is :mod:`gpunit.metrics.class_accuracy`.
 
 The trained network is cached beside the data with a fingerprint of the training files
 (names, sizes, modification times) and settings, so a changed data set retrains.
@@ -122,10 +123,12 @@ def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1
 
 
-def _fingerprint(files: dict[str, list[Path]], domains_root: Path, settings: dict) -> str:
-    entries = [(name, str(p.relative_to(domains_root)), p.stat().st_size, p.stat().st_mtime_ns)
+def files_fingerprint(files: dict[str, list[Path]], root: Path, settings: dict, version: int = CACHE_VERSION) -> str:
+    """A hash of each class's files (paths under ``root``, sizes, modification times) and the settings: a cache
+    key that changes when the data or the training does."""
+    entries = [(name, str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
                for name, paths in files.items() for p in paths]
-    payload = json.dumps({"files": entries, "settings": settings, "version": CACHE_VERSION})
+    payload = json.dumps({"files": entries, "settings": settings, "version": version})
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -171,16 +174,25 @@ def _held_out_accuracy(classifier: DomainClassifier, domains_root: Path) -> floa
     return sum(classifier.domain_names[l] == p for l, p in zip(labels.tolist(), predictions)) / len(predictions)
 
 
-def _load_cache(cache_path: Path, fingerprint: str, device) -> DomainClassifier | None:
+def load_fingerprinted_cache(cache_path: Path, fingerprint: str, what: str) -> dict | None:
+    """A classifier cache file's contents when it was written for ``fingerprint``; None (and a log line saying
+    why ``what`` retrains) when it is missing, unreadable or stale."""
     if not cache_path.is_file():
         return None
     try:
         cache = torch.load(cache_path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        log.warning("domain classifier cache %s is unreadable (%s); retraining", cache_path, err)
+        log.warning("%s cache %s is unreadable (%s); retraining", what, cache_path, err)
         return None
     if not isinstance(cache, dict) or cache.get("fingerprint") != fingerprint:
-        log.info("domain data or settings changed since %s was written; retraining", cache_path)
+        log.info("%s: images or settings changed since %s was written; retraining", what, cache_path)
+        return None
+    return cache
+
+
+def _load_cache(cache_path: Path, fingerprint: str, device) -> DomainClassifier | None:
+    cache = load_fingerprinted_cache(cache_path, fingerprint, "domain classifier")
+    if cache is None:
         return None
     classifier = DomainClassifier(cache["domain_names"], image_size=cache["image_size"])
     classifier.load_state_dict(cache["state_dict"])
@@ -205,7 +217,7 @@ def load_or_train_domain_classifier(domains_root: str | os.PathLike, cache_path:
         raise ValueError(f"need at least two domains with training images in {root}, found {list(train_files)}")
     names = list(train_files)
     settings = {"epochs": epochs, "image_size": image_size, "seed": seed}
-    fingerprint = _fingerprint(train_files, root, settings)
+    fingerprint = files_fingerprint(train_files, root, settings)
 
     cached = _load_cache(cache_path, fingerprint, device)
     if cached is not None:

@@ -7,6 +7,11 @@ Here only the object's silhouette counts: its mask, found as the content metric 
 the content latent's pose (the pose a content-preserving translation keeps), moved onto the
 translation's measured centroid so that a small shift does not count as a wrong shape.
 
+The content image shows its pose only up to its own shape's symmetry: an ellipse is a disk under
+the pose, so the disk's turn inside the pose (and with it the orientation of a star's points) is
+invisible. Each class is therefore matched at every such turn (:func:`pose_spins`) and scores its
+best: a translation is not asked to guess what its content image cannot show.
+
 - ``silhouette_iou``: IoU with the target class's silhouette (1: exactly the target shape);
 - ``shape_accuracy``: how often the target class's silhouette is the best match of all classes
   (a classifier that sees the silhouette only).
@@ -24,26 +29,50 @@ from scipy import ndimage
 from gpunit.data import synthetic
 
 
+SPIN_STEP_DEG = 12.0  # turns tried where the content image allows any: at most 6 degrees off
+
+
+def pose_spins(source_class: int, target_class: int, step_deg: float = SPIN_STEP_DEG) -> np.ndarray:
+    """Turns (radians) of the target's shape inside the pose that the source's silhouette cannot tell
+    apart, modulo the target's own symmetry; 0 first."""
+    n_source, n_target = synthetic.CLASSES[source_class].symmetry, synthetic.CLASSES[target_class].symmetry
+    if n_target == 0:  # a disk or ring looks the same at every turn
+        return np.zeros(1)
+    period = 2 * np.pi / n_target
+    if n_source == 0:  # any turn of a disk is the same image
+        count = max(1, round(np.degrees(period) / step_deg))
+        return np.arange(count) * period / count
+    return np.unique(np.round((2 * np.pi * np.arange(n_source) / n_source) % period, 9))
+
+
 @lru_cache(maxsize=4096)
-def class_silhouettes(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every class's silhouette of latent ``(seed, index)``: coverage masks (C, size, size) and centroids (C, 2)."""
-    masks = np.stack([synthetic.render(seed, index, c, size)[1] for c in range(len(synthetic.CLASSES))])
-    centroids = np.array([[s["cx"], s["cy"]] for s in map(synthetic.object_stats, masks)])
-    return masks, centroids
+def class_silhouettes(seed: int, index: int, size: int, source_class: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every class's silhouettes at latent ``(seed, index)``'s pose as a ``source_class`` image shows it:
+    per class, coverage masks (S, size, size) at each of its :func:`pose_spins` and their centroids (S, 2)."""
+    out = []
+    for c in range(len(synthetic.CLASSES)):
+        masks = np.stack([synthetic.render_silhouette(seed, index, c, size, spin)
+                          for spin in pose_spins(source_class, c)])
+        centroids = np.array([[s["cx"], s["cy"]] for s in map(synthetic.object_stats, masks)])
+        out.append((masks, centroids))
+    return out
 
 
-def silhouette_ious(mask: np.ndarray, seed: int, index: int) -> np.ndarray | None:
+def silhouette_ious(mask: np.ndarray, seed: int, index: int, source_class: int = 0) -> np.ndarray | None:
     """IoU of a binary object ``mask`` (H, W) with each class's silhouette at latent ``(seed, index)``'s
-    pose, moved onto the mask's centroid: (C,). None when the mask is empty."""
+    pose, moved onto the mask's centroid, at the best turn the ``source_class`` content allows: (C,).
+    None when the mask is empty."""
     stats = synthetic.object_stats(mask.astype(np.float64))
     if not np.isfinite(stats["cx"]):
         return None
-    silhouettes, centroids = class_silhouettes(int(seed), int(index), mask.shape[0])
     ious = []
-    for silhouette, (cx, cy) in zip(silhouettes, centroids):
-        moved = ndimage.shift(silhouette, (stats["cy"] - cy, stats["cx"] - cx), order=1, mode="constant") >= 0.5
-        union = np.logical_or(moved, mask).sum()
-        ious.append(np.logical_and(moved, mask).sum() / union if union else 0.0)
+    for silhouettes, centroids in class_silhouettes(int(seed), int(index), mask.shape[0], int(source_class)):
+        best = 0.0
+        for silhouette, (cx, cy) in zip(silhouettes, centroids):
+            moved = ndimage.shift(silhouette, (stats["cy"] - cy, stats["cx"] - cx), order=1, mode="constant") >= 0.5
+            union = np.logical_or(moved, mask).sum()
+            best = max(best, np.logical_and(moved, mask).sum() / union if union else 0.0)
+        ious.append(best)
     return np.array(ious)
 
 
@@ -79,10 +108,12 @@ def shape_consistency(translations: list[np.ndarray], truths: list[dict], target
                                      background(row)) for row in truths]
     perm = np.random.default_rng(seed).permutation(len(truths))
     perm = np.where(perm == np.arange(len(perm)), np.roll(perm, 1), perm)  # never the own content image
-    own = [silhouette_ious(m, r["seed"], r["index"]) for m, r in zip(masks, truths)]
+
+    def ious(mask, row):
+        return silhouette_ious(mask, row["seed"], row["index"], synthetic.CLASS_NAMES.index(row["class"]))
+
+    own = [ious(m, r) for m, r in zip(masks, truths)]
     return {**_summarise(own, target, ""),
-            **_summarise([silhouette_ious(m, r["seed"], r["index"]) for m, r in zip(sources, truths)], target,
-                         "source_"),
-            **_summarise([silhouette_ious(m, truths[j]["seed"], truths[j]["index"]) for m, j in zip(masks, perm)],
-                         target, "random_"),
+            **_summarise([ious(m, r) for m, r in zip(sources, truths)], target, "source_"),
+            **_summarise([ious(m, truths[j]) for m, j in zip(masks, perm)], target, "random_"),
             "shape_found": float(np.mean([x is not None for x in own]))}
