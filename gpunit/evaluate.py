@@ -34,7 +34,8 @@ from gpunit.translate import Translator
 log = logging.getLogger("gpunit.evaluate")
 
 
-def _uint8(images: torch.Tensor) -> np.ndarray:
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) images in [-1, 1] -> (N, H, W, 3) uint8, as written to PNG (for the synthetic measures)."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -98,7 +99,7 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
         if synthetic is not None:
             domain_hits += sum(p == synthetic["target"] for p in synthetic["classifier"].predict(outputs))
             first = outputs.view(n, num_outputs, *outputs.shape[1:])[:, 0]  # one translation per input
-            content_images.extend(_uint8(first))
+            content_images.extend(to_uint8_images(first))
             content_rows.extend(synthetic["truth"](p) for p in batch["path"])
 
     results: dict = {"protocol": "standard", "mode": mode, "resize": resize, "num_inputs": len(contents),

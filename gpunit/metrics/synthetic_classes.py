@@ -19,6 +19,7 @@ import torch
 
 from gpunit.data import synthetic
 from gpunit.data.images import load_rgb, model_input
+from gpunit.evaluate import to_uint8_images
 from gpunit.metrics.content import content_consistency, content_rows, ground_truth
 from gpunit.metrics.domain_classifier import load_or_train_domain_classifier
 from gpunit.metrics.shape import shape_consistency
@@ -39,10 +40,6 @@ def held_out_inputs(domains_root: str | Path, classes: list[str], per_class: int
                                     "run python scripts/make_synthetic.py first")
         paths += [str(f) for f in files]
     return paths
-
-
-def _uint8(images: torch.Tensor) -> list[np.ndarray]:
-    return list(((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
 def score_synthetic_classes(translator, domains_root: str | Path, inputs_per_class: int = 4, num_outputs: int = 2,
@@ -74,7 +71,7 @@ def score_synthetic_classes(translator, domains_root: str | Path, inputs_per_cla
             if keep:
                 kept = out[keep]
                 texture_hits[name] += sum(p == name for p in classifier.predict(kept))
-                images[name] += [(img, truths[owners[k]]) for img, k in zip(_uint8(kept), keep)]
+                images[name] += [(img, truths[owners[k]]) for img, k in zip(to_uint8_images(kept), keep)]
 
     per_class = {}
     for name, pairs in images.items():
