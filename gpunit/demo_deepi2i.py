@@ -8,13 +8,12 @@ Every stage that already finished is reused; an interrupted training run is resu
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
 from gpunit.config import load_config
 from gpunit.config_deepi2i import BigGANConfig, DeepI2IConfig
-from gpunit.data.images import write_png_atomic
+from gpunit.data.images import load_rgb, write_png_atomic
 from gpunit.data.synthetic import make_dataset
 from gpunit.demo import banner, train_once
 from gpunit.metrics.synthetic_classes import format_synthetic_scores, held_out_inputs, score_synthetic_classes
@@ -23,8 +22,6 @@ from gpunit.train.common import resolve_device
 from gpunit.train.deepi2i import run_deepi2i
 from gpunit.translate import load_translator
 from gpunit.translate_folder import translate_folder_classes
-
-log = logging.getLogger("gpunit.demo")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GRID_INPUTS_PER_CLASS = 1  # grid rows: one held-out input of each class
@@ -43,14 +40,13 @@ def deepi2i_config(data: Path, out_dir: str, device: str, biggan: Path | str, ov
 
 
 def _grid_inputs(data: Path, classes: list[str], folder: Path) -> Path:
-    """A folder with the first held-out image of each class (named by class, so the grid rows are labelled)."""
+    """A folder with the first held-out image of each class, named by its class (so are its translations)."""
     folder.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
     for path in held_out_inputs(data / "domains", classes, GRID_INPUTS_PER_CLASS):
         name = Path(path).parent.parent.name
         target = folder / f"{name}_{Path(path).stem}.png"
         if not target.exists():
-            write_png_atomic(Image.open(path).convert("RGB"), target)
+            write_png_atomic(load_rgb(path), target)
     return folder
 
 
