@@ -60,14 +60,15 @@ def class_folders(translator: DeepI2ITranslator, folders: Sequence[str], target_
         hint = ("; this checkpoint carries no class names: pass --class-names" if translator.class_names is None
                 else "")
         raise ValueError(f"{what}: no folder for the classes {missing[:10]}{' ...' if len(missing) > 10 else ''}: "
-                         f"give one folder per class, named as the class or inside one (e.g. {what} data/animals/test/*){hint}")
+                         "give one folder per class, named as the class or inside one "
+                         f"(e.g. {what} data/animals/test/*){hint}")
     return classes, {c: by_name[translator.class_label(c)] for c in classes}
 
 
 def translate_into_classes(translator: DeepI2ITranslator, contents: ImageFolderDataset, classes: Sequence[int],
                            num_outputs: int, seed: int, batch_size: int, progress: bool = True):
-    """For each batch of inputs and each target class, yield (class, outputs): ``num_outputs`` translations of each
-    input, (n * num_outputs, 3, S, S), image-major. E and A run once per input. The noise is drawn per batch and
+    """For each batch of inputs and each target class, yield (batch, class, outputs): ``num_outputs`` translations of
+    each input, (n * num_outputs, 3, S, S), image-major. E and A run once per input. The noise is drawn per batch and
     class from ``seed``, so the results depend on the seed and the batch size only."""
     rng = torch.Generator().manual_seed(seed)
     for batch in progress_bar(DataLoader(contents, batch_size=batch_size), desc="evaluate", disable=not progress,
@@ -76,7 +77,7 @@ def translate_into_classes(translator: DeepI2ITranslator, contents: ImageFolderD
         n = len(batch["x"]) * num_outputs
         for c in classes:
             z = translator.sample_z(n, seed=int(torch.randint(0, 2**31 - 1, (), generator=rng)))
-            yield c, translator.generate(features, z, torch.full((n,), c, dtype=torch.long))
+            yield batch, c, translator.generate(features, z, torch.full((n,), c, dtype=torch.long))
 
 
 def evaluate_deepi2i(translator: DeepI2ITranslator, content: Sequence[str], real: Sequence[str],
@@ -120,7 +121,8 @@ def evaluate_deepi2i(translator: DeepI2ITranslator, content: Sequence[str], real
     fake_feats = {j: [] for j in range(len(classes))}
     rc_hits, lpips_sum, lpips_groups = np.zeros(len(classes)), 0.0, 0
     fc_inputs, fc_labels = [], []
-    for c, outputs in translate_into_classes(translator, contents, classes, num_outputs, seed, batch_size, progress):
+    for _, c, outputs in translate_into_classes(translator, contents, classes, num_outputs, seed, batch_size,
+                                                progress):
         j = classes.index(c)
         if inception is not None:
             fake_feats[j].append(inception(outputs).cpu().float().numpy())

@@ -161,7 +161,7 @@ def test_mfid_and_mkid_are_the_means_of_per_class_scores_computed_directly(check
     inception = InceptionFeatures()
     contents = ImageFolderDataset([str(data / "content")], SIZE, resize="stretch")
     fakes = {0: [], 2: []}
-    for c, outputs in translate_into_classes(translator, contents, [0, 2], 2, seed=3, batch_size=2, progress=False):
+    for _, c, outputs in translate_into_classes(translator, contents, [0, 2], 2, seed=3, batch_size=2, progress=False):
         fakes[c].append(outputs)
     per_class = {}
     for c, name in ((0, "red"), (2, "blue")):

@@ -15,11 +15,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from gpunit.data import synthetic
-from gpunit.data.images import load_rgb, model_input
+from gpunit.data.datasets import ImageFolderDataset
 from gpunit.evaluate import to_uint8_images
+from gpunit.evaluate_deepi2i import translate_into_classes
 from gpunit.metrics.content import content_consistency, content_rows, ground_truth
 from gpunit.metrics.domain_classifier import load_or_train_domain_classifier
 from gpunit.metrics.shape import shape_consistency
@@ -57,21 +57,19 @@ def score_synthetic_classes(translator, domains_root: str | Path, inputs_per_cla
     paths = held_out_inputs(root, names, inputs_per_class)
     truths = [ground_truth(root, p, rows) for p in paths]
 
-    z_rng = torch.Generator().manual_seed(seed)
+    inputs = ImageFolderDataset([str(Path(p).parent) for p in paths[:1]], translator.image_size)
+    inputs.paths = [Path(p) for p in paths]  # exactly the held-out inputs chosen above, in their order
+    truth_of = dict(zip(map(str, inputs.paths), truths))
     images, texture_hits = defaultdict(list), defaultdict(int)
-    for start in range(0, len(paths), batch_size):
-        chunk = range(start, min(start + batch_size, len(paths)))
-        x = torch.stack([model_input(load_rgb(paths[i]), translator.image_size) for i in chunk])
-        features = {r: f.repeat_interleave(num_outputs, dim=0) for r, f in translator.features(x).items()}
-        owners = [i for i in chunk for _ in range(num_outputs)]  # the input of each output row
-        for c, name in enumerate(names):
-            z = torch.randn(len(owners), translator.dim_z, generator=z_rng).to(translator.device)
-            out = translator.generate(features, z, torch.full((len(owners),), c, dtype=torch.long))
-            keep = [k for k, i in enumerate(owners) if truths[i]["class"] != name]  # into other classes only
-            if keep:
-                kept = out[keep]
-                texture_hits[name] += sum(p == name for p in classifier.predict(kept))
-                images[name] += [(img, truths[owners[k]]) for img, k in zip(to_uint8_images(kept), keep)]
+    for batch, c, out in translate_into_classes(translator, inputs, range(len(names)), num_outputs, seed, batch_size,
+                                                progress=False):
+        name = names[c]
+        owners = [truth_of[p] for p in batch["path"] for _ in range(num_outputs)]  # the input of each output row
+        keep = [k for k, row in enumerate(owners) if row["class"] != name]  # into other classes only
+        if keep:
+            kept = out[keep]
+            texture_hits[name] += sum(p == name for p in classifier.predict(kept))
+            images[name] += [(img, owners[k]) for img, k in zip(to_uint8_images(kept), keep)]
 
     per_class = {}
     for name, pairs in images.items():
