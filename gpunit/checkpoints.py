@@ -87,7 +87,7 @@ def discriminator_args(state: dict) -> dict:
     blocks = _indices(state, r"model\.(\d+)\.conv_0\.")
     outs = [_weight(state, f"model.{i}.conv_1").shape[0] for i in blocks]
     return dict(image_size=2 ** (len(blocks) + 2), base_channels=_weight(state, "model.0").shape[0],
-                max_channels=max(outs))
+                max_channels=max(outs), spectral_norm="model.0.parametrizations.weight.original" in state)
 
 
 def sampler_args(state: dict) -> dict:

@@ -74,6 +74,28 @@ def test_discriminator_style_feature_layer():
         d(y, style_layer=0)
 
 
+def test_discriminator_without_spectral_norm():
+    """spectral_norm=False: the same layers with their raw weights; a saved one rebuilds as it was."""
+    from torch.nn.utils import parametrize
+
+    from gpunit.checkpoints import build_from_state
+
+    torch.manual_seed(0)
+    sn, plain = Discriminator(64, 8, 32), Discriminator(64, 8, 32, spectral_norm=False)
+    assert any(parametrize.is_parametrized(m) for m in sn.modules())
+    assert not any(parametrize.is_parametrized(m) for m in plain.modules())
+    # the raw weights of the spectrally normed D in the plain one: the logits differ by the norms
+    raw = {k.replace(".parametrizations.weight.original", ".weight"): v for k, v in sn.state_dict().items()
+           if not k.endswith(("_u", "_v"))}
+    plain.load_state_dict(raw)
+    y = torch.randn(2, 3, 64, 64)
+    assert not torch.allclose(plain(y)[0], sn.eval()(y)[0])
+    rebuilt = build_from_state("discriminator", plain.state_dict())
+    assert not any(parametrize.is_parametrized(m) for m in rebuilt.modules())
+    torch.testing.assert_close(rebuilt(y)[0], plain(y)[0])
+    assert any(parametrize.is_parametrized(m) for m in build_from_state("discriminator", sn.state_dict()).modules())
+
+
 def test_prior_autoencoder_forward_backward():
     ae = PriorAutoEncoder(**SMALL, num_domains=5)
     x, labels = torch.randn(2, 3, 64, 64), torch.tensor([0, 4])

@@ -1,7 +1,10 @@
 """Stage II: one G/D step, gradients, exact resume, the style sampler, the script end to end."""
 import copy
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +57,25 @@ def test_one_step_gradients(tiny_synthetic, tmp_path, encoder_file):
     # EMA moved towards G but is not G
     g, ema = trainer.generator.state_dict(), trainer.generator_ema.state_dict()
     assert any(not torch.equal(g[k], ema[k]) for k in g)
+
+
+def test_the_demo_shape_recipe_step(tiny_synthetic, tmp_path, encoder_file):
+    """configs/stage2/synthetic_shape.yaml: D without spectral norm, no skips, no L_rec (G runs once per
+    step: no reconstruction pass, and D reuses the translation), and every network still learns."""
+    from torch.nn.utils import parametrize
+
+    cfg = load_config(REPO / "configs/stage2/synthetic_shape.yaml", Stage2Config,
+                      tiny_sets(tiny_synthetic, tmp_path, encoder_file))
+    trainer = Stage2Trainer(cfg, torch.device("cpu"))
+    assert not any(parametrize.is_parametrized(m) for m in trainer.discriminator.modules())
+    calls = []
+    trainer.generator.register_forward_hook(lambda *_: calls.append(1))
+    losses = trainer.train_step(1)
+    assert len(calls) == 1
+    assert "loss/g/rec" not in losses and not any(k.startswith("mask/") for k in losses)
+    assert {"loss/g/adv", "loss/g/con", "loss/g/sty", "loss/d/adv", "loss/d/r1"} <= set(losses)
+    for net in (trainer.generator, trainer.discriminator):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters() if p.requires_grad)
 
 
 def test_discriminator_calls_match_one_batched_call(tiny_synthetic, tmp_path, encoder_file):
@@ -133,6 +155,24 @@ def test_sampler_fit_covers_the_style_codes():
     assert not sampler.training
     rare = oversample_rare_styles(torch.cat([torch.zeros(1999, 2), torch.ones(1, 2)]))
     assert len(rare) > 2000 and (rare == 1).all(1).sum() > 1  # the outlier is repeated
+
+
+def test_sampler_fit_does_not_depend_on_the_codes_scale():
+    """Codes 100x smaller fit to the same sampler, 100x smaller (a high-lr Stage II leaves tiny codes),
+    for a new sampler and for a refit of one."""
+    codes = (torch.randn(128, 16, generator=torch.Generator().manual_seed(1)) + 1).relu()
+    z = torch.randn(64, 8, generator=torch.Generator().manual_seed(2))
+    fitted = {}
+    for factor in (1.0, 0.01):
+        torch.manual_seed(0)
+        sampler = StyleSampler(8, 32, 16)
+        fit_sampler(sampler, codes * factor, epochs=3, batch_size=32, progress=False)
+        fitted["new", factor] = sampler(z).detach() / factor
+        fit_sampler(sampler, codes * factor, epochs=2, batch_size=32, progress=False, refit=True)
+        fitted["refit", factor] = sampler(z).detach() / factor
+    for kind in ("new", "refit"):
+        torch.testing.assert_close(fitted[kind, 0.01], fitted[kind, 1.0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(fitted["new", 1.0], fitted["refit", 1.0])
 
 
 @pytest.mark.parametrize("warm_start", [False, True])
@@ -248,6 +288,31 @@ def test_unknown_precision_is_rejected(tiny_synthetic, tmp_path, encoder_file):
     with pytest.raises(ValueError, match="train.precision"):
         Stage2Trainer(tiny_config(tiny_synthetic, tmp_path, encoder_file, **{"train.precision": "fp8"}),
                       torch.device("cpu"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_job_checkpoints_with_loader_workers(tiny_synthetic, tmp_path, encoder_file, signum):
+    """Ctrl+C in a terminal and Slurm signal every process, the loader's workers too: the run still
+    finishes its step, saves a checkpoint and stops cleanly."""
+    sets = tiny_sets(tiny_synthetic, tmp_path, encoder_file, **{
+        "data.num_workers": 1, "train.iterations": 100000, "train.log_every": 1, "train.checkpoint_every": 100000})
+    proc = subprocess.Popen([sys.executable, "scripts/train_stage2.py", "--no-progress", "--set", *sets], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    metrics = tmp_path / "stage2_synthetic" / "metrics.jsonl"
+    try:
+        for _ in range(1200):  # wait (up to 2 minutes on a loaded machine) for the first logged step
+            if metrics.is_file() and metrics.read_text().strip() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stdout.read()
+        os.killpg(proc.pid, signum)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert "stopped by signal" in out
+    assert list((tmp_path / "stage2_synthetic" / "checkpoints").glob("step-*.pt"))
 
 
 def test_emulated_low_precision_on_cpu_is_warned_once(monkeypatch, caplog):

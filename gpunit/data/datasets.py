@@ -12,6 +12,7 @@ loader passes global sample ids ``epoch * len + j``): the item is ``i % len``, t
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,6 +395,14 @@ class RankSlice(Sampler[int]):
             yield from batch[self.rank * local:(self.rank + 1) * local]
 
 
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """Ctrl+C in a terminal, Slurm and ``kill -- -PGID`` signal every process of the job. A worker that
+    died of it would fail the main process's next batch before it can checkpoint; ignoring the signal
+    here lets the main process finish its step, save and shut the workers down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset: Dataset, batch_size: int, seed: int, start: int = 0, num_workers: int = 0,
                 device_type: str = "cpu", rank: int = 0, world: int = 1) -> DataLoader:
     """An endless loader over ``dataset`` starting after ``start`` consumed samples (batches * batch_size).
@@ -407,4 +416,5 @@ def make_loader(dataset: Dataset, batch_size: int, seed: int, start: int = 0, nu
         dataset, batch_size=batch_size // world, sampler=sampler,
         num_workers=num_workers, pin_memory=device_type == "cuda", persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed),  # worker base seeds without touching the global RNG
+        worker_init_fn=_leave_stop_signals_to_the_main_process if num_workers > 0 else None,
     )

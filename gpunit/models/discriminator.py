@@ -4,6 +4,11 @@ C64(3)-Res128v-Res256v-Res512v-Res512v-Res512v-Res512v-C512(4)-C512(1) at 256x25
 everywhere, average-pool downsampling inside the residual blocks, residual sum divided by sqrt(2),
 no normalisation. Besides the real/fake logit it returns f_D, the channel means of the features
 after ``style_layer`` modules, for the style loss (Eq. 4).
+
+``spectral_norm=False`` drops the spectral norm (R1 alone then regularises D). At the built-in
+demo's scale a spectrally normalised D separates real stars from star-textured blobs only slowly
+(held-out accuracy 0.61 after 600 D-only steps at lr 1e-4, 0.78 without it; README, "Shape"), so
+G does not learn the star's outline there.
 """
 from __future__ import annotations
 
@@ -12,17 +17,21 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from gpunit.nn import conv_then_avg_pool, num_halvings
 
 
+def _identity(module: nn.Module) -> nn.Module:
+    return module
+
+
 class DownResBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, norm=_spectral_norm):
         super().__init__()
-        self.conv_0 = spectral_norm(nn.Conv2d(in_ch, in_ch, 3, 1, 1))
-        self.conv_1 = spectral_norm(nn.Conv2d(in_ch, out_ch, 3, 1, 1))
-        self.conv_s = spectral_norm(nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False)) if in_ch != out_ch else None
+        self.conv_0 = norm(nn.Conv2d(in_ch, in_ch, 3, 1, 1))
+        self.conv_1 = norm(nn.Conv2d(in_ch, out_ch, 3, 1, 1))
+        self.conv_s = norm(nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False)) if in_ch != out_ch else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The published block pools after its convs; pooling first (1x1 shortcut) or folding the pool
@@ -36,17 +45,19 @@ class DownResBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, image_size: int = 256, base_channels: int = 64, max_channels: int = 512):
+    def __init__(self, image_size: int = 256, base_channels: int = 64, max_channels: int = 512,
+                 spectral_norm: bool = True):
         super().__init__()
-        layers = [spectral_norm(nn.Conv2d(3, base_channels, 3, 1, 1))]
+        norm = _spectral_norm if spectral_norm else _identity
+        layers = [norm(nn.Conv2d(3, base_channels, 3, 1, 1))]
         ch = base_channels
         for _ in range(num_halvings(image_size, 4)):  # down to 4x4
             out_ch = min(ch * 2, max_channels)
-            layers.append(DownResBlock(ch, out_ch))
+            layers.append(DownResBlock(ch, out_ch, norm))
             ch = out_ch
-        layers += [nn.LeakyReLU(0.2), spectral_norm(nn.Conv2d(ch, ch, 4, 1, 0)), nn.LeakyReLU(0.2)]
+        layers += [nn.LeakyReLU(0.2), norm(nn.Conv2d(ch, ch, 4, 1, 0)), nn.LeakyReLU(0.2)]
         self.model = nn.Sequential(*layers)
-        self.linear = spectral_norm(nn.Conv2d(ch, 1, 1, 1, 0))
+        self.linear = norm(nn.Conv2d(ch, 1, 1, 1, 0))
 
     def forward(self, x: torch.Tensor, style_layer: int | None = None):
         """Returns (logits (N,), f_D (N, C)): channel means after ``style_layer`` modules of

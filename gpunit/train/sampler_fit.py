@@ -51,10 +51,22 @@ def nearest_sample_distance(sampler: StyleSampler, codes: torch.Tensor, num_samp
 
 
 def fit_sampler(sampler: StyleSampler, codes: torch.Tensor, epochs: int, batch_size: int = 128,
-                lr: float = 1e-3, decay_epochs: int = 50, decay_rate: float = 0.5, progress: bool = True) -> list[float]:
-    """Fit ``sampler`` to ``codes`` (N, style_dim); returns the mean loss of each epoch."""
+                lr: float = 1e-3, decay_epochs: int = 50, decay_rate: float = 0.5, progress: bool = True,
+                refit: bool = False) -> list[float]:
+    """Fit ``sampler`` to ``codes`` (N, style_dim); returns the mean loss of each epoch (on the codes
+    scaled to unit RMS).
+
+    A new sampler starts from its initialisation at the codes' unit scale; ``refit`` continues from
+    a sampler fitted before (``sampler.warm_start``)."""
     device = next(sampler.parameters()).device
-    codes = codes.to(device)
+    # Fit at unit RMS and scale the (bias-free) output layer back at the end: the same fit for codes
+    # of any scale. Stage II at a high learning rate can leave codes of RMS ~0.04, which a new sampler
+    # fitted on the raw codes overshoots by 3x and G renders as noise (README, "Shape").
+    scale = codes.pow(2).mean().sqrt().clamp(min=1e-12).to(device)
+    codes = codes.to(device) / scale
+    if refit:  # the sampler fits codes at their own scale: continue from the same function
+        with torch.no_grad():
+            sampler.lin_out.weight /= scale
     n = len(codes)
     bs = min(batch_size, n)
     batches = n // bs
@@ -81,5 +93,7 @@ def fit_sampler(sampler: StyleSampler, codes: torch.Tensor, epochs: int, batch_s
         history.append(float(total) / batches)
         if progress and (epoch % 20 == 0 or epoch == epochs - 1):
             bar.set_postfix(loss=f"{history[-1]:.4f}")
+    with torch.no_grad():
+        sampler.lin_out.weight *= scale
     sampler.eval()
     return history

@@ -78,7 +78,8 @@ class Stage2Trainer:
         init_weights(self.generator)
         check_compatible(self.encoder, self.generator)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
-        self.discriminator = Discriminator(m.image_size, m.disc_base_channels, m.disc_max_channels).to(device)
+        self.discriminator = Discriminator(m.image_size, m.disc_base_channels, m.disc_max_channels,
+                                           m.disc_spectral_norm).to(device)
         init_weights(self.discriminator)
         if not 1 <= lam.style_layer <= len(self.discriminator.model):
             raise ValueError(f"loss.style_layer must be in 1..{len(self.discriminator.model)} for "
@@ -138,12 +139,13 @@ class Stage2Trainer:
 
     # ------------------------------------------------------------------ one iteration
     def next_batch(self, step: int) -> dict[str, torch.Tensor]:
-        """x, y, their content features (computed once per batch) and the style input."""
+        """x, y, their content features (computed once per batch; y's only for L_rec) and the style input."""
         batch = next(self.loader)
         self.consumed += self.batch
         x, y = (self.to_device(batch[k]) for k in ("x", "y"))
         with self.autocast():
-            c_x, c_y = self.content_features(x), self.content_features(y)
+            c_x = self.content_features(x)
+            c_y = self.content_features(y) if self.cfg.loss.lambda_rec > 0 else None
         # A flipped style image keeps G from copying the style image's pose. The coin comes from
         # (seed, step), so every process of a distributed run flips alike.
         flip = self.cfg.loss.flip_style and distributed.step_uniform(self.cfg.train.seed, step) < 0.5
@@ -161,7 +163,6 @@ class Stage2Trainer:
             with self.autocast():
                 s_y = G.style_encoder(m["y_style"])
                 y_hat, masks = G(m["c_x"], s_y)                                          # y_hat = G(Ec(x), Es(y))
-                y_bar, _ = G(m["c_y"], s_y, use_skip=lam.use_allskip)                    # y_bar = G(Ec(y), Es(y))
                 # D scores y_hat in full; of the real image only f_D is needed, without gradient. One
                 # spectral-norm weight (and power iteration) serves both calls, as one batched call would.
                 with parametrize.cached():
@@ -173,8 +174,10 @@ class Stage2Trainer:
                     "loss/g/con": losses.content_loss(self.encoder(y_hat), m["c_x"][0]),      # L_con (Eq. 5)
                     "loss/g/sty": losses.style_loss(f_fake, f_real),                           # L_sty (Eq. 4)
                     "loss/g/msk": losses.mask_loss(masks).to(y_hat.device),                    # L_msk (Eq. 6)
-                    "loss/g/rec": F.l1_loss(y_bar, m["y"]) + losses.perceptual(self.vgg, y_bar, m["y"]),  # L_rec
                 }
+                if lam.lambda_rec > 0:  # L_rec; a recipe without it saves G's second pass
+                    y_bar, _ = G(m["c_y"], s_y, use_skip=lam.use_allskip)                # y_bar = G(Ec(y), Es(y))
+                    g["loss/g/rec"] = F.l1_loss(y_bar, m["y"]) + losses.perceptual(self.vgg, y_bar, m["y"])
                 if self.identity is not None and lam.lambda_id > 0:
                     g["loss/g/id"] = self.identity(y_hat, m["y"])
                 weights = generator_loss_weights(lam)
@@ -239,7 +242,8 @@ class Stage2Trainer:
         preserves around checkpoints, so a resumed run fits the same sampler.
         """
         s, m = self.cfg.sampler, self.cfg.model
-        if not s.warm_start or not self.sampler_fitted:
+        refit = s.warm_start and self.sampler_fitted
+        if not refit:
             fresh = StyleSampler(m.noise_dim, m.sampler_hidden, m.style_dim)
             self.sampler.load_state_dict(fresh.state_dict())  # in place: the trainer keeps one module
         self.target_set.seed = int(torch.randint(2**62, ()))  # new crops and flips at every fit
@@ -247,7 +251,7 @@ class Stage2Trainer:
         if s.mitigate_style_bias:
             codes = oversample_rare_styles(codes)
         epochs = s.epochs or min(max(2_000_000 // len(codes), 1), s.max_epochs)
-        history = fit_sampler(self.sampler, codes, epochs, s.batch_size, s.lr, progress=progress)
+        history = fit_sampler(self.sampler, codes, epochs, s.batch_size, s.lr, progress=progress, refit=refit)
         self.sampler_fitted = True
         return {"epochs": epochs, "codes": len(codes), "final_loss": history[-1]}
 
