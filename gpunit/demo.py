@@ -56,17 +56,16 @@ def train_once(run, cfg, run_dir: Path, product: str, progress: bool) -> Path:
     A folder trained with other settings is never reused or overwritten; a longer
     ``train.iterations`` than it was trained for continues it from its last checkpoint.
     """
-    latest = CheckpointManager(run_dir, 1).latest()
-    changed = _changed_settings(run_dir, cfg) if latest is not None else {}
+    trained = CheckpointManager(run_dir, 1).latest_step()
+    changed = _changed_settings(run_dir, cfg) if trained is not None else {}
     if changed and set(changed) != {"train.iterations"}:
         lines = "\n".join(f"  {k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise SystemExit(f"{run_dir} holds a run with other settings:\n{lines}\nDelete that folder to retrain "
                          "it, or pass another --out-dir (and --outputs) to keep both.")
-    trained = int(latest.stem.split("-")[1]) if latest is not None else None  # step-0003000.pt
     if (run_dir / product).is_file() and (trained is None or trained >= cfg.train.iterations):
         print(f"reusing {run_dir / product}" + (f" ({trained} steps)" if trained else ""))
         return run_dir / product
-    resume = "auto" if latest is not None else None
+    resume = "auto" if trained is not None else None
     if (run_dir / product).is_file():
         print(f"continuing {run_dir} from step {trained} to {cfg.train.iterations}")
     elif resume:

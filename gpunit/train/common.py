@@ -217,6 +217,11 @@ class CheckpointManager:
         found = self._all()
         return found[-1] if found else None
 
+    def latest_step(self) -> int | None:
+        """The step of the newest checkpoint (from its name), None without one."""
+        latest = self.latest()
+        return None if latest is None else int(_CHECKPOINT_NAME.match(latest.name).group(1))
+
     @staticmethod
     def load(path: str | Path) -> dict:
         path = Path(path)
