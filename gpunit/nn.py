@@ -1,15 +1,17 @@
-"""Building blocks shared by the GP-UNIT networks (paper Appendix A.2).
+"""Building blocks of the networks: GP-UNIT's layers (paper Appendix A.2) and helpers any method uses.
 
 Conventions of the published implementation that these blocks keep:
 - Stage I convolutions (content encoder, prior auto-encoder) are spectral-normed and reflect-padded.
 - AdaIN is ``gamma * IN(x) + beta`` with gamma taken straight from a linear layer (not ``1 + gamma``).
 - Spectral norm is torch's ``parametrizations`` version: unlike the old ``torch.nn.utils.spectral_norm``
   it survives ``copy.deepcopy`` after a forward pass (needed for EMA copies). Published checkpoints
-  use the old key names; :mod:`gpunit.checkpoints` converts them.
+  use the old key names; :mod:`gpunit.gp_unit.weights` converts them.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -176,3 +178,18 @@ def init_weights(module: nn.Module) -> None:
             nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+@contextlib.contextmanager
+def eval_mode(*networks: nn.Module | None) -> Iterator[None]:
+    """Every module of ``networks`` in eval mode for the block; each module's own mode is restored after."""
+    nets = [n for n in networks if n is not None]
+    flags = [(m, m.training) for net in nets for m in net.modules()]
+    for net in nets:
+        net.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+

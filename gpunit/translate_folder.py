@@ -39,11 +39,19 @@ import torchvision.utils
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from gpunit.data.images import (RESIZE_POLICIES, UnreadableImageError, load_rgb, model_input, scan_images,
-                                to_pil, to_tensor, write_png_atomic)
-from gpunit.progress import logging_above, progress_bar
-from gpunit.translate import Translator
-from gpunit.translate_deepi2i import DeepI2ITranslator
+from gpunit.data.images import (
+    RESIZE_POLICIES,
+    UnreadableImageError,
+    load_rgb,
+    model_input,
+    scan_images,
+    to_pil,
+    to_tensor,
+    write_png_atomic,
+)
+from gpunit.deepi2i.translator import DeepI2ITranslator
+from gpunit.engine.progress import logging_above, progress_bar
+from gpunit.gp_unit.translator import Translator
 
 log = logging.getLogger(__name__)
 

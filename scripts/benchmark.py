@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Time the training steps and translation for a config, batch size, device and precision.
 
-    python scripts/benchmark.py --stage2 configs/stage2/synthetic.yaml --stage1 configs/stage1/synthetic.yaml
-    python scripts/benchmark.py --stage2 configs/stage2/cat2dog.yaml --device cuda --set train.precision=bf16
+    python scripts/benchmark.py --stage2 configs/gp_unit/stage2/synthetic.yaml --stage1 configs/gp_unit/stage1/synthetic.yaml
+    python scripts/benchmark.py --stage2 configs/gp_unit/stage2/cat2dog.yaml --device cuda --set train.precision=bf16
 
 Prints a table (median ms per step after warm-up, images/s, peak memory) and writes JSON. Rows:
 the data loader alone, the G step, the D step, a full step (G + D + EMA, with data), the published
@@ -19,12 +19,20 @@ import platform
 
 import torch
 
-from gpunit.benchmark import (benchmark_stage1, benchmark_stage2, format_agreement, format_table, loss_agreement,
-                              speedup_over_published, stage2_trainers)
-from gpunit.cli import run_main
-from gpunit.config import ConfigError, Stage1Config, Stage2Config, load_config
-from gpunit.train import speed
-from gpunit.train.common import resolve_device
+from gpunit.engine import speed
+from gpunit.engine.cli import run_main
+from gpunit.engine.config import ConfigError, load_config
+from gpunit.engine.device import resolve_device
+from gpunit.gp_unit.benchmark import (
+    benchmark_stage1,
+    benchmark_stage2,
+    format_agreement,
+    format_table,
+    loss_agreement,
+    speedup_over_published,
+    stage2_trainers,
+)
+from gpunit.gp_unit.config import Stage1Config, Stage2Config
 
 
 def main() -> int:

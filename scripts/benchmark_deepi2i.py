@@ -10,8 +10,8 @@ figures to <out-dir>/benchmark.{md,json}. Finished runs are reused when started 
 """
 import argparse
 
-from gpunit.benchmark_deepi2i import SIZES, VARIANTS, run_benchmark
-from gpunit.cli import run_main
+from gpunit.deepi2i.benchmark import SIZES, VARIANTS, run_benchmark
+from gpunit.engine.cli import run_main
 
 
 def main() -> int:

@@ -9,7 +9,9 @@ Re-running reuses every finished stage (and resumes an interrupted one). Each ta
 """
 import argparse
 
-from gpunit.cli import run_main
+from gpunit.deepi2i.demo import run_deepi2i_demo
+from gpunit.engine.cli import run_main
+from gpunit.gp_unit.demo import run_demo
 
 
 def main() -> int:
@@ -29,11 +31,9 @@ def main() -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     if args.method == "deepi2i":
-        from gpunit.demo_deepi2i import run_deepi2i_demo
         run_deepi2i_demo(args.data, args.out_dir, args.outputs or "outputs/demo_deepi2i", args.biggan_set,
                          args.deepi2i_set, progress=not args.no_progress, device=args.device)
     else:
-        from gpunit.demo import run_demo
         run_demo(args.data, args.out_dir, args.outputs or "outputs/demo", args.source, args.target, args.stage1_set,
                  args.stage2_set, progress=not args.no_progress, device=args.device)
     return 0

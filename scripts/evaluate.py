@@ -33,12 +33,21 @@ paper, inception_v3_google-0cc3c7bd.pth and alexnet-owt-7be5be79.pth (both requi
 also resnet50-11ad3fa6.pth or resnet50-0676ba61.pth (--resnet-weights; without it, trained from scratch).
 """
 import argparse
+from pathlib import Path
 
-from gpunit.cli import run_main
 from gpunit.data.images import RESIZE_POLICIES
-from gpunit.evaluate import evaluate, format_report, save_results
-from gpunit.train.common import resolve_device
-from gpunit.translate_deepi2i import is_deepi2i_path
+from gpunit.deepi2i.evaluate import evaluate_deepi2i, format_deepi2i_report, score_on_synthetic_data
+from gpunit.deepi2i.translator import is_deepi2i_path
+from gpunit.engine.cli import run_main
+from gpunit.engine.device import resolve_device
+from gpunit.gp_unit.evaluate import evaluate, format_report
+from gpunit.gp_unit.evaluate_paper import evaluate_paper
+from gpunit.metrics.class_accuracy import ClassifierSettings
+from gpunit.metrics.common import save_results
+from gpunit.metrics.paper_protocol import format_paper_report
+from gpunit.translators import load_translator
+
+MODES = {"latent": "latent", "exemplar": "exemplar", "reference": "exemplar"}  # "reference": the 0.1 name
 
 
 def main() -> int:
@@ -53,9 +62,10 @@ def main() -> int:
                    "per class; paper: the target TRAINING images; DeepI2I: one per class, named as the class)")
     p.add_argument("--fake", help="paper: a folder of outputs to score (10 per input, named <input>_<k>.png), or "
                                   "where --checkpoint's translations are written (new or empty)")
-    p.add_argument("--mode", choices=["latent", "reference"], default="latent",
-                   help="styles from the sampler (latent) or from random reference images (reference)")
-    p.add_argument("--reference", nargs="+", help="reference image folder(s) (default: --real)")
+    p.add_argument("--mode", choices=sorted(MODES), default="latent",
+                   help="styles from the sampler (latent) or from random exemplar images of the target domain "
+                        "(exemplar; 'reference' is its old name)")
+    p.add_argument("--reference", nargs="+", help="exemplar image folder(s) (default: --real)")
     p.add_argument("--num-outputs", type=int, default=10,
                    help="translations per test image (paper: 10); DeepI2I: per test image and class")
     p.add_argument("--max-content", type=int, default=0, help="evaluate the first N test images only (0 = all)")
@@ -87,10 +97,50 @@ def main() -> int:
     p.add_argument("--run-dir", help="also log the figures to this run's TensorBoard")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     args = p.parse_args()
+    args.mode = MODES[args.mode]
     device = resolve_device(args.device)
+    deepi2i = bool(args.checkpoint) and is_deepi2i_path(args.checkpoint)
+    check_options(p, args, deepi2i)  # before any model is loaded
+    translator = (load_translator(args.checkpoint, args.content_encoder, device=device, class_names=args.class_names)
+                  if args.checkpoint else None)
+    if deepi2i:
+        classifier = ClassifierSettings(image_size=args.classifier_size, epochs=args.classifier_epochs,
+                                        seed=args.seed, weights=args.resnet_weights, cache=args.classifier_cache)
+        results = evaluate_deepi2i(translator, args.content, args.real, args.target_classes, args.num_outputs,
+                                   args.seed, args.batch_size, args.classifier_train, classifier,
+                                   args.inception_weights, args.lpips_weights, args.max_content,
+                                   args.resize or "stretch", not args.no_progress)
+        if args.synthetic_root:  # the built-in data: texture, shape and content of every class's translations
+            results["synthetic"] = score_on_synthetic_data(translator, Path(args.synthetic_root) / "domains",
+                                                           num_outputs=args.num_outputs, seed=args.seed)
+        results = {"checkpoint": str(args.checkpoint), **results}
+    elif args.protocol == "paper":
+        results = evaluate_paper(args.real, args.fake, translator, args.content, args.mode,
+                                 args.reference or args.real, args.num_outputs, args.seed, args.batch_size,
+                                 args.resize or "published", args.max_content, args.inception_weights,
+                                 args.lpips_weights, device, progress=not args.no_progress)
+    else:
+        results = evaluate(translator, args.content, args.real, args.mode, args.reference,
+                           args.num_outputs, args.seed, args.batch_size, args.inception_weights, args.lpips_weights,
+                           args.synthetic_root, args.target_domain, args.max_content, not args.no_progress,
+                           resize=args.resize or "stretch")
+    save_results(results, args.output, args.run_dir)
+    report = {"paper": format_paper_report, "deepi2i": format_deepi2i_report}.get(results["protocol"], format_report)
+    print(report(results))
+    print(f"results: {args.output}")
+    return 0
 
-    if args.checkpoint and is_deepi2i_path(args.checkpoint):
-        results = _evaluate_deepi2i(p, args, device)
+
+def check_options(p: argparse.ArgumentParser, args, deepi2i: bool) -> None:
+    """Every combination of options that cannot work stops here, with one line, before any work."""
+    if deepi2i:
+        if args.protocol == "paper" or args.fake or args.mode != "latent" or args.reference:
+            p.error("a DeepI2I checkpoint is scored by the many-class protocol: drop --protocol paper, --fake, "
+                    "--mode and --reference")
+        if args.target_domain:
+            p.error("--target-domain is for GP-UNIT translators: a DeepI2I checkpoint is scored into every class")
+        if not args.content:
+            p.error("give --content: the test images to translate into every class")
     elif args.class_names or args.target_classes or args.classifier_train or args.resnet_weights:
         p.error("--target-classes, --class-names, --classifier-train and --resnet-weights are for DeepI2I checkpoints")
     elif args.protocol == "paper":
@@ -100,56 +150,11 @@ def main() -> int:
             p.error("--protocol paper needs --fake: the outputs to score, or where --checkpoint's go")
         if bool(args.checkpoint) != bool(args.content):
             p.error("give --checkpoint and --content together (or neither, to score the --fake folder as it is)")
-        from gpunit.evaluate_paper import evaluate_paper
-        translator = _translator(args, device) if args.checkpoint else None
-        results = evaluate_paper(args.real, args.fake, translator, args.content, args.mode,
-                                 args.reference or args.real, args.num_outputs, args.seed, args.batch_size,
-                                 args.resize or "published", args.max_content, args.inception_weights,
-                                 args.lpips_weights, device, progress=not args.no_progress)
     else:
         if not (args.checkpoint and args.content):
             p.error("--protocol standard needs --checkpoint and --content")
         if args.fake:
             p.error("--fake is for --protocol paper")
-        results = evaluate(_translator(args, device), args.content, args.real, args.mode, args.reference,
-                           args.num_outputs, args.seed, args.batch_size, args.inception_weights, args.lpips_weights,
-                           args.synthetic_root, args.target_domain, args.max_content, not args.no_progress,
-                           resize=args.resize or "stretch")
-    save_results(results, args.output, args.run_dir)
-    print(format_report(results))
-    print(f"results: {args.output}")
-    return 0
-
-
-def _translator(args, device):
-    from gpunit.translate import load_translator
-    return load_translator(args.checkpoint, args.content_encoder, device=device, class_names=args.class_names)
-
-
-def _evaluate_deepi2i(p, args, device) -> dict:
-    from gpunit.evaluate_deepi2i import evaluate_deepi2i
-    from gpunit.metrics.class_accuracy import ClassifierSettings
-
-    if args.protocol == "paper" or args.fake or args.mode != "latent" or args.reference:
-        p.error("a DeepI2I checkpoint is scored by the many-class protocol: drop --protocol paper, --fake, "
-                "--mode and --reference")
-    if args.target_domain:
-        p.error("--target-domain is for GP-UNIT translators: a DeepI2I checkpoint is scored into every class")
-    if not args.content:
-        p.error("give --content: the test images to translate into every class")
-    translator = _translator(args, device)
-    classifier = ClassifierSettings(image_size=args.classifier_size, epochs=args.classifier_epochs, seed=args.seed,
-                                    weights=args.resnet_weights, cache=args.classifier_cache)
-    results = evaluate_deepi2i(translator, args.content, args.real, args.target_classes, args.num_outputs, args.seed,
-                               args.batch_size, args.classifier_train, classifier, args.inception_weights,
-                               args.lpips_weights, args.max_content, args.resize or "stretch", not args.no_progress)
-    if args.synthetic_root:  # the built-in data: texture, shape and content of every class's translations
-        from pathlib import Path
-
-        from gpunit.metrics.synthetic_classes import score_synthetic_classes
-        results["synthetic"] = score_synthetic_classes(translator, Path(args.synthetic_root) / "domains",
-                                                       num_outputs=args.num_outputs, seed=args.seed)
-    return {"checkpoint": str(args.checkpoint), **results}
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ Rerunning the same command resumes where it stopped.
 """
 import argparse
 
-from gpunit.cli import run_main
-from gpunit.data.biggan import BIRD_DOG_CAR, PAPER_CLASSES, generate_pairs, load_biggan
-from gpunit.train.common import resolve_device
+from gpunit.engine.cli import run_main
+from gpunit.engine.device import resolve_device
+from gpunit.gp_unit.prior.biggan_pairs import BIRD_DOG_CAR, PAPER_CLASSES, generate_pairs, load_biggan
+from gpunit.gp_unit.prior.masks import MaskRCNNMasker, write_masks
+from gpunit.gp_unit.prior.pair_filter import filter_latents
 
 
 def parse_classes(text: str):
@@ -30,8 +32,9 @@ def parse_classes(text: str):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data/biggan", help="output folder")
-    p.add_argument("--biggan", help="folder with pytorch_model.bin + config.json (default: try a download)")
-    p.add_argument("--model-name", default="biggan-deep-128", help="BigGAN variant (for the download hint)")
+    p.add_argument("--biggan", help="folder with pytorch_model.bin + config.json "
+                   "(default: $TORCH_HOME/hub/checkpoints/<model name>; nothing is downloaded)")
+    p.add_argument("--model-name", default="biggan-deep-128", help="BigGAN variant (names the default folder and the download hint)")
     p.add_argument("--classes", type=parse_classes, default="paper", help="paper | bird_dog_car | 7,8,11")
     p.add_argument("--num-latents", type=int, default=6000, help="candidate latents per class; paper: 6000")
     p.add_argument("--keep", type=int, default=655, help="latents kept after filtering; paper: 655 (0 = keep all)")
@@ -58,11 +61,9 @@ def main(argv=None) -> None:
     model = load_biggan(args.biggan, args.model_name)
     masker = None
     if args.masks == "maskrcnn":
-        from gpunit.data.masks import MaskRCNNMasker
         masker = MaskRCNNMasker(args.maskrcnn_weights, device)
     kept = None
     if 0 < args.keep < args.num_latents:  # over-generate, score, keep the best (Appendix A.1)
-        from gpunit.data.pair_filter import filter_latents
         kept, path = filter_latents(model, args.out, args.classes, args.num_latents, args.keep, tuple(args.truncations),
                                     args.seed, args.size, args.vgg_weights, masker, args.min_object_area,
                                     args.min_object_classes, args.batch_size, device, progress=not args.quiet)
@@ -72,7 +73,6 @@ def main(argv=None) -> None:
                              latents=kept)
     print(f"{summary['written']} images written, {summary['skipped']} already there, in {summary['out']}")
     if masker is not None:
-        from gpunit.data.masks import write_masks
         masks = write_masks(summary["out"], f"{args.out}/pairs_mask", masker, args.batch_size,
                             progress=not args.quiet)
         print(f"{masks['written']} masks written, {masks['skipped']} already there, {masks['failed']} unreadable")

@@ -7,9 +7,9 @@ Writes <out_dir>/<name>/: config.yaml, checkpoints/, TensorBoard logs, images/ (
 at the end biggan.pt (G, its moving average, D, Adam states, class names), which
 scripts/train_deepi2i.py starts from with --set init.source=gpunit_biggan init.path=.../biggan.pt.
 """
-from gpunit.cli import run_main, training_main
-from gpunit.config_deepi2i import BigGANConfig
-from gpunit.train.biggan import run_biggan
+from gpunit.biggan.config import BigGANConfig
+from gpunit.biggan.trainer import run_biggan
+from gpunit.engine.cli import run_main, training_main
 
 if __name__ == "__main__":
     run_main(lambda: training_main(__doc__, BigGANConfig, run_biggan, "configs/biggan/synthetic.yaml"))

@@ -7,9 +7,9 @@ Phase 1 trains the adaptors and the discriminator, phase 2 everything but the en
 <out_dir>/<name>/: config.yaml, checkpoints/, TensorBoard logs, images/, and at the end deepi2i.pt
 (for scripts/translate.py --checkpoint and gpunit.load_translator; class names inside).
 """
-from gpunit.cli import run_main, training_main
-from gpunit.config_deepi2i import DeepI2IConfig
-from gpunit.train.deepi2i import run_deepi2i
+from gpunit.deepi2i.config import DeepI2IConfig
+from gpunit.deepi2i.trainer import run_deepi2i
+from gpunit.engine.cli import run_main, training_main
 
 if __name__ == "__main__":
     run_main(lambda: training_main(__doc__, DeepI2IConfig, run_deepi2i, "configs/deepi2i/synthetic.yaml"))

@@ -20,12 +20,11 @@ unless --overwrite.
 """
 import argparse
 
-from gpunit.cli import run_main
 from gpunit.data.images import RESIZE_POLICIES
-from gpunit.train.common import resolve_device
-from gpunit.translate import load_translator
-from gpunit.translate_deepi2i import DeepI2ITranslator
+from gpunit.engine.cli import run_main
+from gpunit.engine.device import resolve_device
 from gpunit.translate_folder import STYLE_PAIRINGS, describe_summary, translate_folder, translate_folder_classes
+from gpunit.translators import load_translator
 
 
 def main() -> int:
@@ -67,7 +66,7 @@ def main() -> int:
 
     translator = load_translator(args.checkpoint, args.content_encoder, device=resolve_device(args.device),
                                  precision=args.precision, class_names=args.class_names)
-    if isinstance(translator, DeepI2ITranslator):
+    if translator.method == "deepi2i":
         if not (args.target_class or args.all_classes):
             parser.error(f"{args.checkpoint} is a DeepI2I translator: give --target-class NAME... or --all-classes")
         summary = translate_folder_classes(translator, args.input, args.output,

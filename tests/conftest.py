@@ -9,12 +9,26 @@ if not FIXTURES.is_dir():  # CI clones the repo with ../shared beside it; allow 
     FIXTURES = Path(os.environ.get("GPUNIT_FIXTURES", FIXTURES))
 
 
+FIXTURES_MISSING = (f"reference fixtures not found at {FIXTURES}: they are the authors' published code run on "
+                    "seeded inputs (the project's shared/fixtures folder); clone the repo next to ../shared or set "
+                    "GPUNIT_FIXTURES")
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
+    """The fixtures folder; without it the fixture tests skip (counted), except in CI (``CI=true``), where
+    they must run."""
     if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES}; clone the repo next to ../shared "
-                    "or set GPUNIT_FIXTURES")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(FIXTURES_MISSING)
+        pytest.skip("no fixtures folder")
     return FIXTURES
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "no fixtures folder" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} fixture tests skipped: {FIXTURES_MISSING}")
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +59,8 @@ def tiny_biggan(tmp_path_factory):
     """A 64 px BigGAN at tiny width with named class rows, saved as scripts/train_biggan.py does."""
     import copy
 
-    from gpunit.checkpoints_deepi2i import save_biggan
-    from gpunit.models.biggan import BigGANDiscriminator, BigGANGenerator
+    from gpunit.biggan.models import BigGANDiscriminator, BigGANGenerator
+    from gpunit.biggan.weights import save_biggan
 
     torch.manual_seed(1)
     g = BigGANGenerator(64, 4, len(SOURCE_CLASSES), dim_z=20, shared_dim=8, attention=(32,))

@@ -11,13 +11,9 @@ import torch
 from PIL import Image
 
 import gpunit
-from gpunit.checkpoints import (
-    export_published_content_encoder,
-    export_published_stage2,
-    save_translator,
-)
 from gpunit.data.images import load_rgb, resize_for_model, to_tensor, write_png_atomic
-from gpunit.models import ContentEncoder, Generator, StyleSampler
+from gpunit.gp_unit.models import ContentEncoder, Generator, StyleSampler
+from gpunit.gp_unit.weights import export_published_content_encoder, export_published_stage2, save_translator
 from gpunit.translate_folder import describe_summary, translate_folder, translate_pairs
 
 REPO = Path(__file__).resolve().parents[1]

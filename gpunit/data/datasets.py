@@ -23,8 +23,16 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gpunit.data.images import (RESIZE_POLICIES, filter_readable, load_mask, load_rgb, model_input, natural_key,
-                                scan_images, to_tensor)
+from gpunit.data.images import (
+    RESIZE_POLICIES,
+    filter_readable,
+    load_mask,
+    load_rgb,
+    model_input,
+    natural_key,
+    scan_images,
+    to_tensor,
+)
 
 log = logging.getLogger("gpunit.data")
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gpunit.progress import progress_bar
+from gpunit.engine.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
-from gpunit.checkpoints import atomic_save
 from gpunit.data.datasets import ImageFolderDataset
+from gpunit.engine.checkpoints import atomic_save
+from gpunit.engine.pretrained import MissingWeightsError, hub_checkpoint_dir, load_state_dict
 from gpunit.metrics.domain_classifier import files_fingerprint, load_fingerprinted_cache
-from gpunit.pretrained import MissingWeightsError, hub_checkpoint_dir, load_state_dict
 
 log = logging.getLogger(__name__)
 

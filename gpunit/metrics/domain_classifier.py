@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
-from gpunit.checkpoints import atomic_save
 from gpunit.data.images import UnreadableImageError, load_rgb, scan_images
+from gpunit.engine.checkpoints import atomic_save
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import torchvision
 from pytorch_fid import inception as fid_inception
 from torch import nn
 
+from gpunit.engine.pretrained import find_weights, load_state_dict
+from gpunit.engine.progress import progress_bar
 from gpunit.metrics.kid import kernel_inception_distance
-from gpunit.pretrained import find_weights, load_state_dict
-from gpunit.progress import progress_bar
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FEATURE_DIM = 2048

@@ -15,7 +15,7 @@ import lpips
 import torch
 from torchvision.models import AlexNet_Weights
 
-from gpunit.pretrained import find_weights, load_state_dict
+from gpunit.engine.pretrained import find_weights, load_state_dict
 
 ALEXNET_WEIGHTS_FILE = "alexnet-owt-7be5be79.pth"
 

@@ -23,8 +23,8 @@ import torchvision
 from torch import nn
 from torchvision.models import Inception_V3_Weights
 
+from gpunit.engine.pretrained import find_weights, load_state_dict
 from gpunit.metrics.lpips_diversity import load_lpips_alex
-from gpunit.pretrained import find_weights, load_state_dict
 
 INCEPTION_URL = Inception_V3_Weights.IMAGENET1K_V1.url
 INCEPTION_WEIGHTS_FILE = os.path.basename(INCEPTION_URL)  # inception_v3_google-0cc3c7bd.pth

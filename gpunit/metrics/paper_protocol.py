@@ -33,9 +33,9 @@ from PIL import Image
 from scipy import linalg
 
 from gpunit.data.images import _DECODE_ERRORS, IMAGE_EXTENSIONS, UnreadableImageError
+from gpunit.engine.pretrained import MissingWeightsError
+from gpunit.engine.progress import progress_bar
 from gpunit.metrics.paper_networks import PaperInception, PaperLPIPS, describe_weights
-from gpunit.pretrained import MissingWeightsError
-from gpunit.progress import progress_bar
 
 log = logging.getLogger("gpunit.metrics.paper_protocol")
 
@@ -228,3 +228,19 @@ def load_networks(inception_weights: str | os.PathLike | None = None, alexnet_we
     if missing:
         raise MissingWeightsError("the paper protocol needs both weights files; " + " Also: ".join(missing))
     return built[0], built[1]
+
+
+def format_paper_report(results: dict) -> str:
+    """The printed table: the protocol, both image sets, the weights files, then the figures."""
+    weights = results["weights"]
+    lines = [f"protocol: paper ({results['protocol_description']})",
+             f"real: {', '.join(results['real'])} ({results['num_real']} images)",
+             f"fake: {results['fake']} ({results['num_fake']} images = {results['num_inputs']} inputs x "
+             f"{results['num_outputs']} outputs" + (f", {results['mode']}-guided, resize {results['resize']}"
+                                                   if "mode" in results else "") + ")"]
+    for name, info in weights.items():
+        flag = {True: "", False: "  <- NOT the published file: numbers not comparable with the paper",
+                None: ""}[info.get("published")]
+        lines.append(f"weights {name}: {info['file']} (sha256 {info['sha256'][:12]}...){flag}")
+    lines += [f"  {'FID':<22} {results['fid']:.6g}", f"  {'Diversity (LPIPS)':<22} {results['lpips_diversity']:.6g}"]
+    return "\n".join(lines)

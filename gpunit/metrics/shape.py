@@ -28,7 +28,6 @@ from scipy import ndimage
 
 from gpunit.data import synthetic
 
-
 SPIN_STEP_DEG = 12.0  # turns tried where the content image allows any: at most 6 degrees off
 
 

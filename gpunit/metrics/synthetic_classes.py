@@ -12,14 +12,14 @@ Figures are means over the target classes; ``per_class`` holds each class's.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gpunit.data import synthetic
-from gpunit.data.datasets import ImageFolderDataset
-from gpunit.evaluate import to_uint8_images
-from gpunit.evaluate_deepi2i import translate_into_classes
+from gpunit.metrics.common import to_uint8_images
 from gpunit.metrics.content import content_consistency, content_rows, ground_truth
 from gpunit.metrics.domain_classifier import load_or_train_domain_classifier
 from gpunit.metrics.shape import shape_consistency
@@ -42,29 +42,35 @@ def held_out_inputs(domains_root: str | Path, classes: list[str], per_class: int
     return paths
 
 
-def score_synthetic_classes(translator, domains_root: str | Path, inputs_per_class: int = 4, num_outputs: int = 2,
-                            seed: int = 0, batch_size: int = 16) -> dict:
-    """Translate ``inputs_per_class`` held-out images of every class into every other class of the
-    DeepI2I ``translator`` (``num_outputs`` noise vectors each) and score them; see the module doc."""
-    root = Path(domains_root)
-    names = [translator.class_label(c) for c in range(translator.num_classes)]
+def check_synthetic_classes(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in synthetic.CLASS_NAMES]
     if unknown:
         raise ValueError(f"the translator's classes {unknown} are not synthetic classes; this scores translators "
                          f"trained on the built-in data ({', '.join(synthetic.CLASS_NAMES)})")
-    classifier = load_or_train_domain_classifier(root, device=translator.device)
-    rows = content_rows(root)
-    paths = held_out_inputs(root, names, inputs_per_class)
-    truths = [ground_truth(root, p, rows) for p in paths]
 
-    inputs = ImageFolderDataset([str(Path(p).parent) for p in paths[:1]], translator.image_size)
-    inputs.paths = [Path(p) for p in paths]  # exactly the held-out inputs chosen above, in their order
-    truth_of = dict(zip(map(str, inputs.paths), truths))
-    images, texture_hits = defaultdict(list), defaultdict(int)
-    for batch, c, out in translate_into_classes(translator, inputs, range(len(names)), num_outputs, seed, batch_size,
-                                                progress=False):
-        name = names[c]
-        owners = [truth_of[p] for p in batch["path"] for _ in range(num_outputs)]  # the input of each output row
+
+def score_synthetic_classes(translations: Iterable[tuple[Sequence[str], str, torch.Tensor]],
+                            domains_root: str | Path, class_names: Sequence[str], num_outputs: int, seed: int = 0,
+                            device: torch.device | str = "cpu") -> dict:
+    """Score translations of held-out synthetic images; see the module doc.
+
+    ``translations`` yields ``(input paths, target class name, outputs)``: ``num_outputs`` translations of
+    each input into that class, ``(len(paths) * num_outputs, 3, S, S)`` in [-1, 1], input-major. Outputs
+    into an input's own class are left out (a translation into another class is the question).
+    ``class_names``: the classes the translator knows (chance is one in their number).
+    """
+    check_synthetic_classes(class_names)
+    root = Path(domains_root)
+    classifier = load_or_train_domain_classifier(root, device=device)
+    rows = content_rows(root)
+    truths: dict[str, dict] = {}
+    images, texture_hits, inputs = defaultdict(list), defaultdict(int), set()
+    for paths, name, out in translations:
+        for p in paths:
+            if p not in truths:
+                truths[p] = ground_truth(root, p, rows)
+        inputs.update(paths)
+        owners = [truths[p] for p in paths for _ in range(num_outputs)]  # the input of each output row
         keep = [k for k, row in enumerate(owners) if row["class"] != name]  # into other classes only
         if keep:
             kept = out[keep]
@@ -81,9 +87,11 @@ def score_synthetic_classes(translator, domains_root: str | Path, inputs_per_cla
                                                       "random_scale_rel", "angle_deg", "random_angle_deg",
                                                       "object_found")},
                            "count": len(pairs)}
+    if not per_class:
+        raise ValueError("no translations into another class than their input's to score")
     summary = {k: float(np.nanmean([s[k] for s in per_class.values()])) for k in SUMMARY_KEYS}
-    return {**summary, "chance": 1 / len(names), "num_inputs": len(paths), "num_outputs": num_outputs,
-            "classes": names, "per_class": per_class}
+    return {**summary, "chance": 1 / len(class_names), "num_inputs": len(inputs), "num_outputs": num_outputs,
+            "classes": list(class_names), "per_class": per_class}
 
 
 def format_synthetic_scores(scores: dict) -> str:

@@ -1,0 +1,11 @@
+"""The engine: everything a method's trainer should not write again. It imports no method.
+
+- ``trainer.py``: the base class of every trainer (networks, optimisers, loaders, EMA, precision, accumulation,
+  device moves, checkpoint state); ``loop.py``: the training loop (logging, NaN watch, checkpoints, signals,
+  exact resume); ``run.py``: a whole run (run folder, seeds, device) and the demos' reuse of finished runs.
+- ``config.py``: the YAML config loader and the settings every trainer shares (``TrainConfig``).
+- ``checkpoints.py``: atomic saves, safe reads, strict loading, a run's checkpoint files.
+- ``speed.py`` (precision, channels_last, compile), ``accumulate.py``, ``distributed.py``, ``optim.py``,
+  ``rng.py``, ``device.py``, ``logger.py``, ``progress.py``, ``pretrained.py`` (weights files found offline),
+  ``cli.py`` (logging set-up and one clear line for a user's error).
+"""

@@ -1,0 +1,103 @@
+"""Our class-conditional BigGAN: one step (hinge losses, which networks get gradients), the EMA schedule,
+class-conditional sample grids, exact resume, and the exported file that DeepI2I starts from."""
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpunit import losses
+from gpunit.biggan.config import BigGANConfig
+from gpunit.biggan.trainer import BigGANTrainer
+from gpunit.biggan.weights import read_biggan_file
+from gpunit.engine.config import load_config
+from gpunit.engine.loop import train_loop
+from gpunit.engine.run import prepare_run_dir
+
+REPO = Path(__file__).resolve().parents[2]
+CPU = torch.device("cpu")
+
+
+def tiny_config(root, out, **extra) -> BigGANConfig:
+    sets = [f"data.root={root}/domains", "data.num_workers=0", f"out_dir={out}", "model.g_ch=4", "model.d_ch=4",
+            "model.dim_z=20", "model.shared_dim=8", "model.g_attention=[32]", "model.d_attention=[16]",
+            "train.batch_size=4", "train.log_every=1", "train.image_every=100", "train.checkpoint_every=2"]
+    sets += [f"{k}={v}" for k, v in extra.items()]
+    return load_config(REPO / "configs/biggan/synthetic.yaml", BigGANConfig, sets)
+
+
+def test_one_step_losses_gradients_and_ema(tiny_synthetic, tmp_path):
+    cfg = tiny_config(tiny_synthetic, tmp_path, **{"train.ema_start": 2, "train.ema_decay": 0.5})
+    trainer = BigGANTrainer(cfg, CPU)
+    assert trainer.class_names == ["ellipse", "ring", "star"] and trainer.generator.num_classes == 3
+    b = trainer.next_batch()
+    z, c = trainer.sample_noise(4)
+    D, G = trainer.discriminator, trainer.generator
+    with torch.no_grad():  # the hinge loss of this D on these fakes and reals, on copies in train mode
+        g, d = copy.deepcopy(G), copy.deepcopy(D)
+        logits = d(torch.cat([g(z, g.shared(c)), b["x"]]), torch.cat([c, b["l_x"]]))
+    out = trainer.d_step(b, z, c)
+    real, fake = losses.hinge_d_loss(logits[4:], logits[:4])
+    torch.testing.assert_close(out["loss/d/real"], real, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["loss/d/fake"], fake, rtol=1e-5, atol=1e-6)
+    assert all(p.grad is not None for p in D.parameters()) and all(p.grad is None for p in G.parameters())
+    d_grads = [p.grad.clone() for p in D.parameters()]
+    out = trainer.g_step(z, c)
+    assert torch.isfinite(out["loss/g/adv"]) and all(p.grad is not None for p in G.parameters())
+    assert all(torch.equal(p.grad, g) for p, g in zip(D.parameters(), d_grads))  # the G step leaves D's alone
+    assert all(p.requires_grad for p in D.parameters())
+    # EMA: a copy of G before train.ema_start, a moving average from it on
+    trainer.train_step(1)
+    assert all(torch.equal(a, b) for a, b in zip(trainer.generator_ema.state_dict().values(), G.state_dict().values()))
+    trainer.train_step(2)
+    assert not torch.equal(trainer.generator_ema.linear.weight, G.linear.weight)
+    grid = trainer.sample_images(2)["images/samples"]  # one row per class, 8 noise vectors
+    assert grid.shape == (3, 1 + 3 * 65, 1 + 8 * 65)
+
+
+def run(cfg, resume=None):
+    run_dir = prepare_run_dir(cfg.out_dir, cfg.name, {}, resume=resume is not None)
+    trainer = BigGANTrainer(cfg, CPU)
+    t = cfg.train
+    train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=1, image_every=100,
+               checkpoint_every=t.checkpoint_every, keep_checkpoints=2, resume=resume, progress=False)
+    return trainer, run_dir
+
+
+def test_resume_is_exact_and_export_feeds_deepi2i(tiny_synthetic, tmp_path):
+    """4 steps straight (2 D steps per G step, 2 micro-batches, EMA from step 2) against 2 + resume 2:
+    identical G, EMA, D and optimizers. The exported biggan.pt holds what DeepI2I reads."""
+    extra = {"train.iterations": 4, "train.d_steps": 2, "train.accumulate": 2, "train.ema_start": 2}
+    torch.manual_seed(0)
+    straight, _ = run(tiny_config(tiny_synthetic, tmp_path / "a", **extra))
+    assert straight.state_dict()["consumed"]["train"] == 4 * 2 * 4  # d_steps batches per step
+    torch.manual_seed(0)
+    run(tiny_config(tiny_synthetic, tmp_path / "b", **{**extra, "train.iterations": 2}))
+    torch.manual_seed(3)
+    resumed, run_dir = run(tiny_config(tiny_synthetic, tmp_path / "b", **extra), resume="auto")
+    a, b = straight.state_dict(), resumed.state_dict()
+    for net in ("generator", "generator_ema", "discriminator"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), (net, k)
+    for opt in ("generator", "discriminator"):
+        for i, s in a["optimizers"][opt]["state"].items():
+            assert torch.equal(s["exp_avg_sq"], b["optimizers"][opt]["state"][i]["exp_avg_sq"]), (opt, i)
+    path = resumed.export(run_dir, 4)
+    states = read_biggan_file(path)  # the EMA generator by default
+    assert states.class_names == ["ellipse", "ring", "star"] and states.step == 4
+    assert torch.equal(states.generator["linear.weight"], resumed.generator_ema.linear.weight)
+    assert torch.equal(read_biggan_file(path, "raw").generator["linear.weight"], resumed.generator.linear.weight)
+    assert float(states.optimizer_states["G"]["state"][0]["step"]) == 4
+
+
+def test_options(tiny_synthetic, tmp_path):
+    t = BigGANTrainer(tiny_config(tiny_synthetic, tmp_path, **{"loss.adversarial": "log", "train.ema": "false",
+                                                               "data.classes": "[star, ring]"}), CPU)
+    assert t.generator_ema is None and t.class_names == ["star", "ring"]
+    out = t.train_step(1)
+    assert all(torch.isfinite(v) for v in out.values())
+    assert t.sample_images(1)["images/samples"].shape[1] == 1 + 2 * 65
+    with pytest.raises(ValueError, match="model.num_classes=2"):
+        BigGANTrainer(tiny_config(tiny_synthetic, tmp_path, **{"model.num_classes": 2}), CPU)
+    with pytest.raises(ValueError, match="d_steps"):
+        BigGANTrainer(tiny_config(tiny_synthetic, tmp_path, **{"train.d_steps": 0}), CPU)
