@@ -8,7 +8,7 @@ __version__ = "0.2.0"
 
 def load_translator(*args, **kwargs):
     """Load a translator of any method from its files; see :func:`gpunit.translators.load_translator`."""
-    # Imported on call: the package itself must not import the methods, which import the package.
+    # lazy: imported on call, as the package itself must not import the methods (they import the package)
     from gpunit.translators import load_translator as load
 
     return load(*args, **kwargs)

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision.utils
@@ -49,9 +50,11 @@ from gpunit.data.images import (
     to_tensor,
     write_png_atomic,
 )
-from gpunit.deepi2i.translator import DeepI2ITranslator
 from gpunit.engine.progress import logging_above, progress_bar
-from gpunit.gp_unit.translator import Translator
+
+if TYPE_CHECKING:  # for the annotations only: this module works on any method's translator and imports none
+    from gpunit.deepi2i.translator import DeepI2ITranslator
+    from gpunit.gp_unit.translator import Translator
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
     python scripts/demo.py --method deepi2i  # DeepI2I: synthetic prior -> BigGAN -> DeepI2I (transfer) -> grid -> evaluate
 
 Re-running reuses every finished stage (and resumes an interrupted one). Each takes minutes on a
-2-core CPU; see README.md for the figures they print.
+2-core CPU; docs/gp_unit.md and docs/deepi2i.md give the figures they print.
 """
 import argparse
 

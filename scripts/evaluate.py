@@ -24,7 +24,7 @@ On a DeepI2I checkpoint, the many-class protocol (DeepI2I Sec. 4): every test in
 (ResNet-50 + linear classifier), LPIPS diversity. --real: one folder per class, named as the class or inside
 one (<root>/<class>/test):
 
-    python scripts/evaluate.py --checkpoint runs/deepi2i_synthetic/deepi2i.pt \
+    python scripts/evaluate.py --checkpoint runs/deepi2i_synthetic/deepi2i.pt \\
         --content data/synthetic/domains/*/test --real data/synthetic/domains/*/test --output eval.json
 
 Weights are read from $TORCH_HOME/hub/checkpoints or --inception-weights / --lpips-weights: standard,

@@ -1,10 +1,10 @@
 """Generate paired prior data from BigGAN (paper Sec. 3.1, Appendix A.1) and, optionally, instance masks.
 
-    python scripts/generate_pairs.py --out data/biggan --biggan weights/biggan-deep-128 \
+    python scripts/generate_pairs.py --out data/biggan --biggan weights/biggan-deep-128 \\
         --classes paper --num-latents 6000 --keep 655 --size 256 --masks maskrcnn
 
 As in the paper, --num-latents candidates are scored in every class and the --keep best latents are
-written (gpunit/data/pair_filter.py: VGG conv5_2 style typicality, optionally the object's mask area);
+written (gpunit/gp_unit/prior/pair_filter.py: VGG conv5_2 style typicality, optionally the object's mask area);
 --keep 0 writes every latent. Writes <out>/pairs/<index>_<group>/<k>.png (same k = same latent), the masks
 in <out>/pairs_mask/ (the layout of scripts/make_synthetic.py) and the scores in <out>/filter/.
 Rerunning the same command resumes where it stopped.

@@ -10,7 +10,7 @@
 
     # DeepI2I (our deepi2i.pt, or a published weights folder with G.pth, E1.pth, A1.pth): many classes
     python scripts/translate.py --checkpoint deepi2i.pt --input dogs/ --output out/ --target-class pug samoyed
-    python scripts/translate.py --checkpoint weights/DeepI2I_animals/ --class-names animals.txt --input dogs/ \
+    python scripts/translate.py --checkpoint weights/DeepI2I_animals/ --class-names animals.txt --input dogs/ \\
         --output out/ --all-classes --num-styles 2
 
 Outputs: <content stem>__<style stem>.png or <content stem>__s<k>.png in sub-folders mirroring the

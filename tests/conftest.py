@@ -1,8 +1,13 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# OpenMP threads spin while they wait for work: on a machine shared with other jobs (2 cores here) each parallel
+# region of a tiny test network then waits for a time slice, and a training step takes ten times longer. Waiting
+# threads sleep instead. Set before torch loads its OpenMP runtime; subprocesses (scripts, torchrun) inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 if not FIXTURES.is_dir():  # CI clones the repo with ../shared beside it; allow an override

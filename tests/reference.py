@@ -1,6 +1,6 @@
 """Comparing our networks with the published implementation's fixtures, on any CPU.
 
-The rule for every fixture test (README, "Tests that hold on any CPU"):
+The rule for every fixture test (docs/testing.md, "Tests that hold on any CPU"):
 
 1. **float64 against float64.** The fixtures hold the published code's outputs computed in float64
    from the float32 weights and inputs (``*_float64.pt``). We run our network in float64 on the same
@@ -12,7 +12,7 @@ The rule for every fixture test (README, "Tests that hold on any CPU"):
    depends on the output's conditioning (the raw spectral-norm cases pass through values ~1e20), and
    the stored float32 fixture measures it: its own distance from the float64 reference, times
    ``FLOAT32_MARGIN`` (another CPU or summation order rounds differently, by up to about 2x
-   observed), and never tighter than the README's ``1e-5 * max|ref|`` with ``rtol=1e-4``.
+   observed), and never tighter than the fixtures README's ``1e-5 * max|ref|`` with ``rtol=1e-4``.
    No tolerance here comes from one machine's run.
 """
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """scripts/translate.py and gpunit.translate_folder: naming, pairing, batching, resuming and bad input."""
 import os
-import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import ScriptRun, run_script
 from PIL import Image
 
 import gpunit
@@ -16,8 +14,6 @@ from gpunit.gp_unit.models import ContentEncoder, Generator, StyleSampler
 from gpunit.gp_unit.weights import export_published_content_encoder, export_published_stage2, save_translator
 from gpunit.translate_folder import describe_summary, translate_folder, translate_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "translate.py"
 SIZE = 64  # the tiny translator's image size
 
 
@@ -56,21 +52,13 @@ def names(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
-def model_input(path: Path) -> torch.Tensor:
-    return to_tensor(resize_for_model(load_rgb(path), SIZE))[None]
+def model_input(path: Path, policy: str = "shortside_crop") -> torch.Tensor:
+    return to_tensor(resize_for_model(load_rgb(path), SIZE, policy))[None]
 
 
-def run_script(*args) -> int:
-    """scripts/translate.py in this process (fast); returns its exit status."""
-    argv = sys.argv
-    sys.argv = [str(SCRIPT), *map(str, args), "--no-progress"]
-    try:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    except SystemExit as done:
-        return done.code or 0
-    finally:
-        sys.argv = argv
-    raise AssertionError("the script did not exit through run_main")
+def translate_script(*args) -> ScriptRun:
+    """scripts/translate.py in this process (tests/helpers.py): (exit status, stdout, stderr)."""
+    return run_script("scripts/translate.py", *args, "--no-progress")
 
 
 # ----------------------------------------------------------------------------- naming and pairing
@@ -191,39 +179,57 @@ def mixed_folder(root: Path) -> Path:
     return root
 
 
-def test_mixed_folder_translates_good_images_and_counts_corrupt(checkpoint, tmp_path, capsys):
+def test_mixed_folder_translates_good_images_and_counts_corrupt(checkpoint, tmp_path):
     src = mixed_folder(tmp_path / "in")
     assert Image.open(src / "deep.png").mode.startswith("I")  # really a 16-bit file
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", tmp_path / "out", "--no-grid") == 0
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--output", tmp_path / "out", "--no-grid")
+    assert done.status == 0, done.err
     good = ["good_wide", "good_tall", "gray", "rgba", "palette", "deep", "rotated"]
     assert names(tmp_path / "out") == {f"{n}__s0.png" for n in good}
     for name in names(tmp_path / "out"):
         img = Image.open(tmp_path / "out" / name)
         assert img.size == (SIZE, SIZE) and img.mode == "RGB"
-    summary_line = capsys.readouterr().out
+    summary_line = done.out
     assert "translated 7 image(s)" in summary_line and "1 unreadable" in summary_line and "broken.jpg" in summary_line
 
 
-@pytest.mark.parametrize("resize", ["stretch", "pad"])
-def test_resize_policies(translator, tmp_path, resize):
+def test_resize_policies(translator, tmp_path):
+    """resize= picks the model input of a non-square image: "pad" fits the long side and centres the image on
+    black, "stretch" and "shortside_crop" (the default) keep other parts of it, and each written file is the
+    translation of its own policy's input."""
     src = photo(tmp_path / "wide.png", (150, 37))
-    translate_folder(translator, src, tmp_path / "out", resize=resize, progress=False)
-    assert Image.open(tmp_path / "out" / "wide__s0.png").size == (SIZE, SIZE)
+    style = photo(tmp_path / "styles" / "square.png", (50, 50), seed=1)  # square: the same under every policy
+    padded = model_input(src, "pad")[0]
+    height = round(37 * SIZE / 150)  # 16 rows of image, 24 black ones above and below
+    image_rows = (padded != -1).any(0).any(1).nonzero()[:, 0].tolist()
+    assert image_rows == list(range((SIZE - height) // 2, (SIZE - height) // 2 + height))
+    outputs = {}
+    for policy in ("shortside_crop", "stretch", "pad"):
+        translate_folder(translator, src, tmp_path / policy, style=style.parent, resize=policy, grid=False,
+                         progress=False)
+        result = to_tensor(load_rgb(tmp_path / policy / "wide__square.png"))
+        expected = translator.translate(model_input(src, policy), style=model_input(style, policy))[0]
+        assert result.shape == (3, SIZE, SIZE)
+        assert (result - expected.clamp(-1, 1)).abs().max() <= 1.01 / 255 * 2, policy  # 8-bit rounding
+        outputs[policy] = result
+    # the policies' inputs give translations far apart (so the checks above tell them apart)
+    assert (outputs["stretch"] - outputs["shortside_crop"]).abs().max() > 0.1
+    assert (outputs["pad"] - outputs["stretch"]).abs().max() > 0.1
 
 
-def test_nothing_readable_fails(checkpoint, translator, tmp_path, capsys):
+def test_nothing_readable_fails(checkpoint, translator, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.png").write_bytes(b"garbage")
     (bad / "b.jpg").write_bytes(b"")
     with pytest.raises(ValueError, match="nothing translated"):
         translate_folder(translator, bad, tmp_path / "out", progress=False)
-    assert run_script("--checkpoint", checkpoint, "--input", bad, "--output", tmp_path / "out") == 2
-    assert "nothing translated" in capsys.readouterr().err
+    done = translate_script("--checkpoint", checkpoint, "--input", bad, "--output", tmp_path / "out")
+    assert done.status == 2 and "nothing translated" in done.err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert run_script("--checkpoint", checkpoint, "--input", empty, "--output", tmp_path / "out") == 2
-    assert "no images found" in capsys.readouterr().err
+    done = translate_script("--checkpoint", checkpoint, "--input", empty, "--output", tmp_path / "out")
+    assert done.status == 2 and "no images found" in done.err
     assert not (tmp_path / "out").exists() or names(tmp_path / "out") == set()
 
 
@@ -238,7 +244,7 @@ def test_unreadable_style_images(translator, tmp_path):
         translate_folder(translator, src, tmp_path / "out2", style=styles, progress=False)
 
 
-def test_existing_outputs_skipped_unless_overwrite(checkpoint, translator, tmp_path, capsys):
+def test_existing_outputs_skipped_unless_overwrite(checkpoint, translator, tmp_path):
     src = folder(tmp_path / "in", ["a.png", "b.png"])
     out = tmp_path / "out"
     translate_folder(translator, src, out, num_styles=2, progress=False)
@@ -246,8 +252,8 @@ def test_existing_outputs_skipped_unless_overwrite(checkpoint, translator, tmp_p
     for p in out.iterdir():
         os.utime(p, (old, old))
 
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--num-styles", 2) == 0
-    assert "nothing new: all 4 output(s) already exist" in capsys.readouterr().out
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--num-styles", 2)
+    assert done.status == 0 and "nothing new: all 4 output(s) already exist" in done.out
     assert all(p.stat().st_mtime == old for p in out.iterdir())
 
     (out / "b__s1.png").unlink()  # as after an interrupted run
@@ -257,8 +263,8 @@ def test_existing_outputs_skipped_unless_overwrite(checkpoint, translator, tmp_p
     assert (out / "a__s0.png").stat().st_mtime == old
     assert "skipped 3 that already existed" in describe_summary(summary)
 
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--num-styles", 2,
-                      "--overwrite") == 0
+    assert translate_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--num-styles", 2,
+                            "--overwrite").status == 0
     assert all(p.stat().st_mtime != old for p in out.iterdir())
     assert names(out) == {"a__s0.png", "a__s1.png", "b__s0.png", "b__s1.png", "a__grid.png", "b__grid.png"}
 
@@ -273,39 +279,39 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_published_stage2_needs_content_encoder(translator, tmp_path, capsys):
+def test_published_stage2_needs_content_encoder(translator, tmp_path):
     stage2 = export_published_stage2(translator.generator, translator.sampler, tmp_path / "cat2dog.pt")
     src = folder(tmp_path / "in", ["a.png"])
-    assert run_script("--checkpoint", stage2, "--input", src, "--output", tmp_path / "out") == 2
-    err = capsys.readouterr().err
+    done = translate_script("--checkpoint", stage2, "--input", src, "--output", tmp_path / "out")
+    assert done.status == 2
+    err = done.err
     assert err.startswith("error:") and "does not hold the content encoder" in err and "--content-encoder" in err
     assert not (tmp_path / "out").exists()
 
     encoder = export_published_content_encoder(translator.content_encoder, tmp_path / "content_encoder.pt")
-    assert run_script("--checkpoint", stage2, "--content-encoder", encoder, "--input", src,
-                      "--output", tmp_path / "out") == 0
+    assert translate_script("--checkpoint", stage2, "--content-encoder", encoder, "--input", src,
+                            "--output", tmp_path / "out").status == 0
     assert names(tmp_path / "out") == {"a__s0.png", "a__grid.png"}
 
 
 def test_conflicting_options_are_rejected(checkpoint, tmp_path):
     src = folder(tmp_path / "in", ["a.png"])
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", tmp_path / "o",
-                      "--style", src, "--num-styles", 2) == 2  # argparse error
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", tmp_path / "o",
-                      "--style-pairing", "random") == 2
-    assert run_script("--checkpoint", checkpoint, "--input", tmp_path / "missing", "--output", tmp_path / "o") == 2
+    for args, message in ((["--input", src, "--style", src, "--num-styles", 2], "error: --num-styles is for latent"),
+                          (["--input", src, "--style-pairing", "random"], "error: --style-pairing needs style images"),
+                          (["--input", tmp_path / "missing"], "error: input not found: ")):
+        done = translate_script("--checkpoint", checkpoint, "--output", tmp_path / "o", *args)
+        assert done.status == 2 and message in done.err, done
     with pytest.raises(ValueError, match="batch size"):
         translate_folder(gpunit.load_translator(str(checkpoint)), src, tmp_path / "o", batch_size=0)
 
 
-def test_script_subprocess(checkpoint, tmp_path):
+def test_script_with_styles_subfolders_and_batches(checkpoint, tmp_path):
     src = folder(tmp_path / "in", ["a.png", "sub/b.jpg"])
     styles = folder(tmp_path / "styles", ["s.png"])
-    done = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", str(checkpoint), "--input", str(src),
-                           "--style", str(styles), "--output", str(tmp_path / "out"), "--device", "cpu",
-                           "--batch-size", "2"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "translated 2 image(s)" in done.stdout
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--style", styles, "--output",
+                            tmp_path / "out", "--device", "cpu", "--batch-size", 2)
+    assert done.status == 0, done.err
+    assert "translated 2 image(s)" in done.out
     assert names(tmp_path / "out") == {"a__s.png", "a__grid.png", "sub/b__s.png", "sub/b__grid.png"}
 
 
@@ -324,8 +330,7 @@ def test_bf16_translation_tracks_fp32(checkpoint, tmp_path):
         gpunit.load_translator(str(checkpoint), precision="int8")
 
     src = folder(tmp_path / "in", ["a.png"])
-    done = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", str(checkpoint), "--input", str(src),
-                           "--output", str(tmp_path / "out"), "--device", "cpu", "--precision", "bf16"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--output", tmp_path / "out", "--device", "cpu",
+                            "--precision", "bf16")
+    assert done.status == 0, done.err
     assert (tmp_path / "out" / "a__s0.png").is_file()

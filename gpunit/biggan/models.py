@@ -339,7 +339,7 @@ class BigGANGenerator(nn.Module):
             h = h + features[BOTTOM_WIDTH]
         for stage, cond, width in zip(self.blocks, conds, self.block_resolutions):
             h = stage[0](h, cond)
-            if width in features:  # after the residual block, before attention (see the README)
+            if width in features:  # after the residual block, before attention (docs/deepi2i.md, differences)
                 h = h + features[width]
             for attention in stage[1:]:
                 h = attention(h)

@@ -24,11 +24,13 @@ from gpunit import losses
 from gpunit.biggan.config import BigGANConfig
 from gpunit.biggan.models import BigGANDiscriminator, BigGANGenerator
 from gpunit.biggan.weights import save_biggan
+from gpunit.data import synthetic
 from gpunit.data.datasets import LabelledImageDataset
 from gpunit.engine import distributed
 from gpunit.engine.config import config_to_dict
 from gpunit.engine.run import run_training
 from gpunit.engine.trainer import Trainer
+from gpunit.metrics.prior_samples import prior_quality
 from gpunit.nn import eval_mode
 
 log = logging.getLogger("gpunit.biggan")
@@ -59,6 +61,26 @@ def check_supported(t) -> None:
     if t.compile:
         raise ValueError("train.compile is not supported for BigGAN and DeepI2I (their spectral norm writes its "
                          "vectors inside the forward); set train.compile=false")
+
+
+def synthetic_domains(root: str, class_names: list[str]) -> Path | None:
+    """``root`` when it is the built-in synthetic data's ``domains`` folder (its content.csv and shape classes)."""
+    folder = Path(root)
+    if (folder / "content.csv").is_file() and set(class_names) <= set(synthetic.CLASS_NAMES):
+        return folder
+    return None
+
+
+@torch.no_grad()
+def prior_figures(generator: BigGANGenerator, class_names: list[str], domains_root: Path, device: torch.device,
+                  per_class: int = 16, seed: int = 0) -> dict:
+    """:func:`gpunit.metrics.prior_samples.prior_quality` of ``per_class`` samples of every class (fixed noise)."""
+    z = torch.randn(per_class, generator.dim_z, generator=torch.Generator().manual_seed(seed)).to(device)
+    with eval_mode(generator):
+        samples = torch.cat([generator(z, generator.shared(torch.full((per_class,), c, device=device))).float()
+                             for c in range(len(class_names))])
+    labels = [name for name in class_names for _ in range(per_class)]
+    return prior_quality(samples.clamp(-1, 1), labels, domains_root, device)
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -112,6 +134,8 @@ class BigGANTrainer(ClassConditionalTrainer):
         self.loader("train", self.dataset)
         gen = torch.Generator().manual_seed(t.seed)
         self.preview_z = torch.randn(8, m.dim_z, generator=gen).to(device)
+        # the built-in synthetic data: its domains folder, for the prior's silhouette and layout figures
+        self.synthetic_root = synthetic_domains(d.root, self.class_names)
 
     # ------------------------------------------------------------------ one iteration
     def d_step(self, b: dict, z: torch.Tensor | None = None, c: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -167,15 +191,20 @@ class BigGANTrainer(ClassConditionalTrainer):
         return self.generator_ema if self.generator_ema is not None else self.generator
 
     @torch.no_grad()
-    def sample_images(self, step: int) -> dict[str, torch.Tensor]:
-        """One row per class (up to 10, spread over the classes), one column per fixed noise vector."""
+    def sample_images(self, step: int) -> dict[str, torch.Tensor | float]:
+        """One row per class (up to 10, spread over the classes), one column per fixed noise vector; on the
+        built-in synthetic data also how well the samples draw its shapes and layouts (:func:`prior_figures`)."""
         G = self.sample_generator()
         classes = shown_classes(self.num_classes, 10)
         z = self.preview_z
         with eval_mode(G):
             rows = [G(z, G.shared(torch.full((len(z),), c, device=self.device))) for c in classes]
         grid = make_grid(torch.cat(rows).float().clamp(-1, 1).cpu(), nrow=len(z), padding=1, pad_value=1)
-        return {"images/samples": grid}
+        out: dict[str, torch.Tensor | float] = {"images/samples": grid}
+        if self.synthetic_root is not None:
+            quality = prior_figures(G, self.class_names, self.synthetic_root, self.device, seed=self.seed)
+            out.update({f"metric/prior/{k}": v for k, v in quality.items() if isinstance(v, float)})
+        return out
 
     # ------------------------------------------------------------------ export
     def export(self, run_dir: Path, step: int) -> Path:

@@ -32,19 +32,21 @@ class DeepI2IModelConfig(BigGANModelConfig):
                                                                   # [32] is the paper's "DeepI2I (w-3)"
     no_adaptor: list[int] = field(default_factory=list)  # fused widths without an adaptor (identity, or the encoder's
                                                          # channels tiled where G has more): the paper's dagger ablation
-    fusion_weights: list[float] = field(default_factory=list)  # w_l of Eq. 5, shallowest fused width first (empty:
-                                                               # 0.1 each when transferred, 0.1/1/1/1 from scratch)
+    fusion_weights: dict[int, float] = field(default_factory=dict)  # w_l of Eq. 5 by feature width, e.g.
+                                   # {16: 1, 8: 1, 4: 1}; empty: the published E1_fea_w (0.1 at every width when
+                                   # transferred; {4: 1, 8: 1, 16: 1, 32: 0.1} from scratch). A width a table does not
+                                   # name takes the weight of the nearest width it names (deepi2i.models.by_width)
 
 
 @dataclass
 class DeepI2ILossConfig:
     adversarial: str = "hinge"     # "hinge" (published code) or "log" (Eq. 1, non-saturating for E, A, G)
     reconstruction: str = "mse"    # distance of L_rec: "mse" (published code) or "l1" (Eq. 3)
-    rec_weights: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.1, 0.1])  # alpha_l, shallowest D feature
-                                   # first (32, 16, 8, 4 at 128 px); a smaller D uses the first entries
+    rec_weights: dict[int, float] = field(default_factory=lambda: {32: 0.01, 16: 0.1, 8: 0.1, 4: 0.1})  # alpha_l of
+                                   # Eq. 3 by D feature width, the published D_fea_w; other widths take the nearest
     pairing: str = "input"         # "input": each translation against its own input; "rows01": the published code's
                                    # rows 0 and 1 of [translations; inputs] (two translations on one device; for
-                                   # reproducing it only, see README)
+                                   # reproducing it only, see docs/deepi2i.md)
     lambda_adv: float = 1.0
     lambda_rec: float = 1.0
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from gpunit.biggan.config import BigGANConfig
-from gpunit.biggan.trainer import run_biggan
+from gpunit.biggan.trainer import prior_figures, run_biggan
+from gpunit.biggan.weights import build_generator, read_biggan_file
 from gpunit.data.images import load_rgb, write_png_atomic
 from gpunit.data.synthetic import make_dataset
 from gpunit.deepi2i.config import DeepI2IConfig
@@ -23,12 +24,14 @@ from gpunit.engine.cli import banner
 from gpunit.engine.config import load_config
 from gpunit.engine.device import resolve_device
 from gpunit.engine.run import train_once
+from gpunit.metrics.prior_samples import format_prior_quality
 from gpunit.metrics.synthetic_classes import format_synthetic_scores, held_out_inputs
 from gpunit.translate_folder import translate_folder_classes
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 GRID_INPUTS_PER_CLASS = 1  # grid rows: one held-out input of each class
 EVAL_INPUTS_PER_CLASS = 6  # evaluation: 6 inputs x 8 classes, each into the 7 other classes
+FOLLOWS_CENTROID_RATIO = 0.4  # the object is where the input had it: centroid error <= 0.4 x a random pairing's
 
 
 def biggan_config(data: Path, out_dir: str, device: str, overrides=()) -> BigGANConfig:
@@ -40,6 +43,21 @@ def deepi2i_config(data: Path, out_dir: str, device: str, biggan: Path | str, ov
     return load_config(CONFIGS / "deepi2i" / "synthetic.yaml", DeepI2IConfig, [
         f"out_dir={out_dir}", f"train.device={device}", f"data.root={data}/domains", f"init.path={biggan}",
         *overrides])
+
+
+def read_biggan_generator(path: Path):
+    """The (EMA) generator of our ``biggan.pt``."""
+    states = read_biggan_file(path)
+    return build_generator(states.generator, f"{path} [generator]").eval()
+
+
+def follows_input_verdict(scores: dict) -> str:
+    """One plain line: does the translator follow its input? (content against a random pairing, and the
+    input sensitivity)."""
+    ratio = scores["centroid_px"] / scores["random_centroid_px"]
+    follows = ratio <= FOLLOWS_CENTROID_RATIO and not scores.get("ignores_input", False)
+    return (f"verdict: the translations {'follow' if follows else 'do NOT follow'} their inputs (centroid error "
+            f"{ratio:.2f} x a random pairing's; it follows at {FOLLOWS_CENTROID_RATIO} or less)")
 
 
 def _grid_inputs(data: Path, classes: list[str], folder: Path) -> Path:
@@ -80,12 +98,16 @@ def run_deepi2i_demo(data_root="data/synthetic", out_dir="runs", outputs_dir="ou
                                        progress=progress, classes_per_page=len(classes))
 
     banner("5/5 evaluation")
+    prior = prior_figures(read_biggan_generator(biggan), classes, data / "domains", translator.device)
     scores = score_on_synthetic_data(translator, data / "domains", EVAL_INPUTS_PER_CLASS, num_outputs, seed=0)
+    scores["prior"] = prior
     (out / "eval.json").write_text(json.dumps(scores, indent=1))
     minutes = (time.perf_counter() - start) / 60
 
     banner("report")
+    print(format_prior_quality(prior))
     print(format_synthetic_scores(scores))
+    print(follows_input_verdict(scores))
     grids = [str(p) for p in summary["grids"]] or sorted(str(p) for p in (out / "translations" / "grids").glob("*.png"))
     print(f"\ngrid:        {', '.join(grids)} (rows: an input of each class and noise vector; columns: the input, "
           f"then each class)")

@@ -32,6 +32,7 @@ from gpunit.metrics.class_accuracy import (
     scratch_note,
 )
 from gpunit.metrics.common import optional_metric
+from gpunit.metrics.sensitivity import MIN_INPUT_SENSITIVITY, format_sensitivity, input_sensitivity
 from gpunit.metrics.synthetic_classes import (
     check_synthetic_classes,
     format_synthetic_scores,
@@ -42,6 +43,7 @@ from gpunit.metrics.synthetic_classes import (
 log = logging.getLogger("gpunit.evaluate")
 
 MAX_CLASS_ROWS = 20  # rows of the printed per-class table; the JSON has every class
+SENSITIVITY_INPUTS, SENSITIVITY_STYLES, SENSITIVITY_CLASSES = 16, 4, 4  # first inputs, shared noise, classes
 PROTOCOL = ("DeepI2I Sec. 4: per-class FID/KID (pytorch-fid's Inception) and their means mFID/mKID, "
             "RC/FC with a ResNet-50 + linear classifier, LPIPS diversity")
 
@@ -104,7 +106,11 @@ def score_on_synthetic_data(translator: DeepI2ITranslator, domains_root: str | P
     translations = ((batch["path"], names[c], out) for batch, c, out in
                     translate_into_classes(translator, inputs, range(len(names)), num_outputs, seed, batch_size,
                                            progress=False))
-    return score_synthetic_classes(translations, domains_root, names, num_outputs, seed, translator.device)
+    scores = score_synthetic_classes(translations, domains_root, names, num_outputs, seed, translator.device)
+    every = list(range(len(names)))
+    spread = [every[i * len(every) // SENSITIVITY_CLASSES] for i in range(min(SENSITIVITY_CLASSES, len(every)))]
+    x = torch.stack([inputs[i]["x"] for i in range(min(SENSITIVITY_INPUTS, len(inputs)))])
+    return {**scores, **class_sensitivity(translator, x, spread, seed)}
 
 
 def evaluate_deepi2i(translator: DeepI2ITranslator, content: Sequence[str], real: Sequence[str],
@@ -213,8 +219,32 @@ def evaluate_deepi2i(translator: DeepI2ITranslator, content: Sequence[str], real
     if lpips_net is not None:
         results["lpips_diversity"] = lpips_sum / lpips_groups
     results["per_class"] = per_class
+    first = torch.stack([contents[i]["x"] for i in range(min(SENSITIVITY_INPUTS, len(contents)))])
+    results.update(class_sensitivity(translator, first, classes, seed))
     results["skipped"] = skipped
     return results
+
+
+def sensitivity_outputs(translator: DeepI2ITranslator, x: torch.Tensor, target: int, num_styles: int,
+                        seed: int = 0) -> torch.Tensor:
+    """(n, K, 3, S, S): every input translated into class ``target`` with the same ``num_styles`` noise vectors
+    (for :func:`gpunit.metrics.sensitivity.input_sensitivity`)."""
+    z = translator.sample_z(num_styles, seed)
+    features = translator.features(x)
+    classes = torch.full((len(x),), target, dtype=torch.long)
+    return torch.stack([translator.generate(features, zk.expand(len(x), -1), classes) for zk in z], 1)
+
+
+def class_sensitivity(translator: DeepI2ITranslator, x: torch.Tensor, classes: Sequence[int], seed: int = 0) -> dict:
+    """Input and style sensitivity into each of up to :data:`SENSITIVITY_CLASSES` of ``classes``, averaged."""
+    shown = list(classes)[:SENSITIVITY_CLASSES]
+    if len(x) < 2:
+        return {}
+    figures = [input_sensitivity(x, sensitivity_outputs(translator, x, c, SENSITIVITY_STYLES, seed)) for c in shown]
+    mean = {k: float(np.mean([f[k] for f in figures])) for k in ("input_sensitivity", "style_sensitivity",
+                                                                   "input_difference")}
+    return {**mean, "inputs": len(x), "styles": SENSITIVITY_STYLES, "sensitivity_classes": len(shown),
+            "ignores_input": mean["input_sensitivity"] < MIN_INPUT_SENSITIVITY}
 
 
 def _classifier_info(classifier: ResNetLinearClassifier, settings: ClassifierSettings, train_folders: dict | None,
@@ -259,6 +289,8 @@ def format_deepi2i_report(results: dict) -> str:
         lines.append(f"  {name[:22]:<22} {fid} {kid} {s['rc']:6.3f} {s['fc']:6.3f}")
     if len(names) > MAX_CLASS_ROWS:
         lines.append(f"  ... {len(names) - MAX_CLASS_ROWS} more classes in the JSON (per_class)")
+    if "input_sensitivity" in results:
+        lines.append("  " + format_sensitivity(results))
     for metric, why in results.get("skipped", {}).items():
         lines.append(f"  {metric}: skipped ({why})")
     if "synthetic" in results:  # --synthetic-root: texture, shape and content against the known latents

@@ -18,6 +18,7 @@ paper's runs), 1/1/1/0.1 at 4/8/16/32 when trained from scratch (``--training_sc
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -27,6 +28,17 @@ from gpunit.biggan.models import SN_EPS, BigGANGenerator, DBlock, DiscriminatorT
 
 PRETRAINED_FUSION_WEIGHTS = {4: 0.1, 8: 0.1, 16: 0.1, 32: 0.1}
 SCRATCH_FUSION_WEIGHTS = {4: 1.0, 8: 1.0, 16: 1.0, 32: 0.1}
+PUBLISHED_REC_WEIGHTS = {4: 0.1, 8: 0.1, 16: 0.1, 32: 0.01}  # D_fea_w: alpha_l of L_rec (Eq. 3)
+
+
+def by_width(table: Mapping[int, float], widths: Iterable[int]) -> dict[int, float]:
+    """The weight of each feature width from a table keyed by width, as the published ``E1_fea_w`` and ``D_fea_w``
+    are (a 64 px model has the widths 16, 8 and 4 of a 128 px one's 32, 16, 8 and 4, and takes their weights);
+    a width the table does not name takes the weight of the nearest one it names (by factors of two)."""
+    if not table:
+        raise ValueError("an empty table of weights by width")
+    keys = sorted(int(k) for k in table)
+    return {int(w): float(table[min(keys, key=lambda k: (abs(math.log2(k / int(w))), k))]) for w in widths}
 
 
 class Encoder(DiscriminatorTrunk):

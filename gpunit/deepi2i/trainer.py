@@ -8,7 +8,7 @@ code (``DeepI2I_BigGAN``: train.py, train_fns.py) trains it.
              l_adv * -E[Psi(y_hat, c)] + l_rec * sum_l alpha_l d(Psi_l(y_hat), Psi_l(x))      Eq. 4, L_rec Eq. 3
              d = MSE (published; Eq. 3 writes L1: option), alpha = 0.01 at the shallowest width, else 0.1.
 Psi_l are the discriminator's feature maps (32, 16, 8, 4 px at 128 px) of the translation and of its own
-input; the published code compares rows 0 and 1 of its feature batch instead (``loss.pairing``, README).
+input; the published code compares rows 0 and 1 of its feature batch instead (``loss.pairing``, docs/deepi2i.md).
 
 Phases (Sec. 3.2): phase 1 (``train.phase1_steps``, published 500) trains the adaptors and D with E and G
 frozen; phase 2 trains everything but E. "Frozen" (``train.frozen_mode``): by default a frozen network is
@@ -47,19 +47,27 @@ from gpunit.biggan.weights import (
 )
 from gpunit.data.datasets import LabelledImageDataset, labelled_classes
 from gpunit.deepi2i.config import DeepI2IConfig
-from gpunit.deepi2i.models import Adaptors, DeepI2I, Encoder, build_adaptors
+from gpunit.deepi2i.models import (
+    PRETRAINED_FUSION_WEIGHTS,
+    SCRATCH_FUSION_WEIGHTS,
+    Adaptors,
+    DeepI2I,
+    Encoder,
+    build_adaptors,
+    by_width,
+)
 from gpunit.deepi2i.weights import build_encoder, save_deepi2i_translator
 from gpunit.engine.checkpoints import CheckpointError
 from gpunit.engine.config import config_to_dict
 from gpunit.engine.optim import load_adam_state
 from gpunit.engine.run import run_training
+from gpunit.metrics.sensitivity import input_sensitivity
 from gpunit.nn import eval_mode
 
 log = logging.getLogger("gpunit.deepi2i")
 
 NETWORKS = ("encoder", "generator", "discriminator")
 PUBLISHED_PHASE1_STEPS = 500
-TRANSFER_FUSION, SCRATCH_FUSION, SCRATCH_FUSION_SHALLOWEST = 0.1, 1.0, 0.1  # published E1_fea_w
 
 
 # ----------------------------------------------------------------------------- networks
@@ -123,16 +131,9 @@ def _fused_layout(cfg: DeepI2IConfig, encoder: Encoder, generator: BigGANGenerat
     channels = encoder.feature_channels()
     identity = [r for r in m.no_adaptor if channels[r] == generator.channels_at(r)]
     repeat = [r for r in m.no_adaptor if r not in identity]
-    if m.fusion_weights:
-        if len(m.fusion_weights) != len(fused):
-            raise ValueError(f"model.fusion_weights has {len(m.fusion_weights)} values for the {len(fused)} fused "
-                             f"widths {fused} (shallowest first)")
-        weights = dict(zip(fused, m.fusion_weights))
-    else:  # published: E1_fea_w 0.1 everywhere from BigGAN; 0.1 at the shallowest and 1 elsewhere from scratch
-        default = ([SCRATCH_FUSION_SHALLOWEST] + [SCRATCH_FUSION] * (len(widths) - 1) if from_scratch
-                   else [TRANSFER_FUSION] * len(widths))
-        weights = {r: default[widths.index(r)] for r in fused}
-    return fused, identity, repeat, weights
+    # published E1_fea_w: 0.1 everywhere from BigGAN; from scratch 0.1 at 32 px and 1 at 16, 8 and 4 px
+    table = m.fusion_weights or (SCRATCH_FUSION_WEIGHTS if from_scratch else PRETRAINED_FUSION_WEIGHTS)
+    return fused, identity, repeat, by_width(table, fused)
 
 
 def read_source(cfg: DeepI2IConfig) -> BigGANStates | None:
@@ -264,11 +265,7 @@ class DeepI2ITrainer(ClassConditionalTrainer):
                                     nets.optimizer_rows.get(name))
                 log.info("%s: continuing %d Adam states of %s", name, n, self.source)
 
-        widths = list(self.discriminator.feature_resolutions)  # shallowest first
-        if len(lam.rec_weights) < len(widths):
-            raise ValueError(f"loss.rec_weights has {len(lam.rec_weights)} values; the discriminator gives features "
-                             f"at {len(widths)} widths {widths} (shallowest first)")
-        self.rec_weights = dict(zip(widths, lam.rec_weights))
+        self.rec_weights = by_width(lam.rec_weights, self.discriminator.feature_resolutions)  # alpha_l by width
 
         self.images_per_step = 2 * self.batch
         self.phase = 0
@@ -381,17 +378,25 @@ class DeepI2ITrainer(ClassConditionalTrainer):
                                                                 self.deepi2i.fusion_weights)
 
     @torch.no_grad()
-    def sample_images(self, step: int) -> dict[str, torch.Tensor]:
-        """One row per preview input: the input, then its translation into each shown class (up to 8)."""
+    def sample_images(self, step: int) -> dict[str, torch.Tensor | float]:
+        """One row per preview input: the input, then its translation into each shown class (up to 8); and the
+        input sensitivity of those translations (:mod:`gpunit.metrics.sensitivity`; two noise vectors shared by
+        every input), so that a run which ignores its input shows it within minutes."""
         net = self.translator_network()
         classes = shown_classes(self.num_classes, 8)
         x, z = self.preview_x, self.preview_z
+        n = len(x)
         with eval_mode(net):
             feats = net.adapted_features(x)
-            outs = [net.generate(feats, z, torch.full((len(x),), c, device=self.device)) for c in classes]
+            outs = [net.generate(feats, z, torch.full((n,), c, device=self.device)) for c in classes]
+            shared = [[net.generate(feats, z[k].expand(n, -1), torch.full((n,), c, device=self.device)).float()
+                       for k in range(2)] for c in classes]
         rows = torch.stack([x.float()] + [o.float() for o in outs], 1)  # (N, 1 + classes, 3, H, W)
         grid = make_grid(rows.flatten(0, 1).clamp(-1, 1).cpu(), nrow=1 + len(classes), padding=1, pad_value=1)
-        return {"images/translation": grid}
+        figures = [input_sensitivity(x.float(), torch.stack(per_z, 1)) for per_z in shared]
+        return {"images/translation": grid,
+                "metric/input_sensitivity": sum(f["input_sensitivity"] for f in figures) / len(figures),
+                "metric/style_sensitivity": sum(f["style_sensitivity"] for f in figures) / len(figures)}
 
     # ------------------------------------------------------------------ export
     def export(self, run_dir: Path) -> Path:

@@ -67,6 +67,7 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode any new file would
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -76,6 +77,12 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def peek_format(path: str | os.PathLike) -> str | None:

@@ -180,8 +180,9 @@ def _coerce(value: Any, expected: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise TypeError
-        # YAML reads a key such as 1001 as an int; folder names are strings
-        return {_coerce(str(k) if type(k) is int else k, args[0]): _coerce(v, args[1]) for k, v in value.items()}
+        # YAML reads a key such as 1001 as an int; folder names are strings (and widths ints)
+        return {_coerce(str(k) if type(k) is int and args[0] is str else k, args[0]): _coerce(v, args[1])
+                for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise TypeError

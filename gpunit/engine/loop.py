@@ -110,7 +110,8 @@ class TrainerProtocol(Protocol):
       call ``.item()`` here: the loop reads values only when it logs, to avoid a device sync per step.
     - ``state_dict()`` / ``load_state_dict(state)``: networks, EMA, optimizers and data position, as
       tensors and plain values only.
-    - ``sample_images(step)``: ``{tag: grid (3, H, W) in [-1, 1]}``.
+    - ``sample_images(step)``: ``{tag: grid (3, H, W) in [-1, 1]}``, and numbers measured on the samples
+      (``{"metric/...": float}``), logged as scalars at that step.
     - ``on_checkpoint(step)``: called before each checkpoint (Stage II fits its style sampler here);
       it must not change what later steps compute.
 
@@ -186,9 +187,13 @@ def train_loop(trainer: TrainerProtocol, *, run_dir: Path, total_steps: int, log
                                      if tag.startswith("loss/")}, refresh=False)
                 if main and (step % image_every == 0 or step == 1):
                     with preserved_rng_state():
-                        grids = trainer.sample_images(step)
-                    for tag, grid in grids.items():
-                        logger.images(step, tag, grid)
+                        samples = trainer.sample_images(step)
+                    for tag, value in samples.items():  # image grids, and figures measured on the samples
+                        if isinstance(value, Tensor) and value.dim() == 3:
+                            logger.images(step, tag, value)
+                    figures = {tag: float(v) for tag, v in samples.items() if not (isinstance(v, Tensor) and v.dim() == 3)}
+                    if figures:
+                        logger.scalars(step, figures)
                     meter.restart_clock()  # time/step measures training only
                 if checkpoint_due:
                     path = save(step)

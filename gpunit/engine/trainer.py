@@ -66,8 +66,9 @@ class Trainer:
     """What :func:`gpunit.engine.loop.train_loop` drives; see the module docstring for what a method adds.
 
     Subclasses implement ``iteration(step) -> {tag: 0-dim tensor}`` and may override ``sample_images``,
-    ``on_checkpoint``, ``extra_state`` / ``load_extra_state`` and ``export``. Logged values are tensors
-    tagged like ``"loss/g/adv"``; do not call ``.item()`` on them (the loop reads them when it logs).
+    ``on_checkpoint`` and ``extra_state`` / ``load_extra_state``; what a finished run writes (its
+    ``export``) is the method's own, called by its ``run_*`` function. Logged values are tensors tagged like
+    ``"loss/g/adv"``; do not call ``.item()`` on them (the loop reads them when it logs).
     """
 
     images_per_step: int = 0
@@ -181,8 +182,9 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ monitoring (optional)
-    def sample_images(self, step: int) -> dict[str, Tensor]:
-        """``{tag: grid (3, H, W) in [-1, 1]}``; runs with every RNG preserved."""
+    def sample_images(self, step: int) -> dict[str, Tensor | float]:
+        """``{tag: grid (3, H, W) in [-1, 1]}`` plus figures measured on the samples (``{"metric/...": float}``,
+        logged as scalars); runs with every RNG preserved."""
         return {}
 
     def on_checkpoint(self, step: int) -> None:

@@ -72,7 +72,7 @@ class Stage2ModelConfig:
     style_hidden: int = 64         # the style MLP's bottleneck (256-64-256-256)
     disc_base_channels: int = 64
     disc_max_channels: int = 512
-    disc_spectral_norm: bool = True  # false: R1 alone regularises D (the built-in demo: README, "Shape")
+    disc_spectral_norm: bool = True  # false: R1 alone regularises D (the built-in demo: docs/gp_unit.md, "How the demo draws stars")
     skip_resolutions: list[int] = field(default_factory=lambda: [16, 32])  # dynamic skip layers
     noise_dim: int = 128           # style sampler input
     sampler_hidden: int = 128

@@ -32,9 +32,12 @@ from gpunit.metrics.common import optional_metric, to_uint8_images
 from gpunit.metrics.content import content_consistency, content_rows, ground_truth
 from gpunit.metrics.domain_classifier import load_or_train_domain_classifier
 from gpunit.metrics.kid import kernel_inception_distance
+from gpunit.metrics.sensitivity import format_sensitivity, input_sensitivity
 from gpunit.metrics.shape import shape_consistency
 
 log = logging.getLogger("gpunit.evaluate")
+
+SENSITIVITY_INPUTS, SENSITIVITY_STYLES = 16, 4  # the first test images, with styles shared by all
 
 
 def evaluate(translator: Translator, content: list[str], real: list[str], mode: str = "latent",
@@ -104,8 +107,19 @@ def evaluate(translator: Translator, content: list[str], real: list[str], mode: 
         results["domain_classifier_test_accuracy"] = synthetic["classifier"].test_accuracy
         results.update({f"content_{k}": v for k, v in content_consistency(content_images, content_rows, seed).items()})
         results.update(shape_consistency(content_images, content_rows, synthetic["target"], seed))
+    if translator.sampler is not None and len(contents) >= 2:
+        first = torch.stack([contents[i]["x"] for i in range(min(SENSITIVITY_INPUTS, len(contents)))])
+        results.update(input_sensitivity(first, sensitivity_outputs(translator, first, SENSITIVITY_STYLES, seed)))
     results["skipped"] = skipped
     return results
+
+
+def sensitivity_outputs(translator: Translator, x: torch.Tensor, num_styles: int, seed: int = 0) -> torch.Tensor:
+    """(n, K, 3, S, S): every input translated with the same ``num_styles`` sampled style codes (for
+    :func:`gpunit.metrics.sensitivity.input_sensitivity`)."""
+    codes = translator.sample_styles(num_styles, seed)
+    features = translator.content_features(x)
+    return torch.stack([translator.generate(features, code.expand(len(x), -1)) for code in codes], 1)
 
 
 def translate_test_set(translator: Translator, contents: ImageFolderDataset, references: ImageFolderDataset | None,
@@ -192,6 +206,8 @@ def format_report(results: dict) -> str:
     if results.get("weights"):
         lines.append("weights: " + ", ".join(results["weights"].values()))
     lines += [f"  {label:<22} {results[key]:.4g}" for key, label in names.items() if key in results]
+    if "input_sensitivity" in results:
+        lines.append("  " + format_sensitivity(results))
     for metric, why in results.get("skipped", {}).items():
         lines.append(f"  {metric}: skipped ({why})")
     return "\n".join(lines)

@@ -61,7 +61,7 @@ def fit_sampler(sampler: StyleSampler, codes: torch.Tensor, epochs: int, batch_s
     device = next(sampler.parameters()).device
     # Fit at unit RMS and scale the (bias-free) output layer back at the end: the same fit for codes
     # of any scale. Stage II at a high learning rate can leave codes of RMS ~0.04, which a new sampler
-    # fitted on the raw codes overshoots by 3x and G renders as noise (README, "Shape").
+    # fitted on the raw codes overshoots by 3x and G renders as noise (docs/gp_unit.md, "How the demo draws stars").
     scale = codes.pow(2).mean().sqrt().clamp(min=1e-12).to(device)
     codes = codes.to(device) / scale
     if refit:  # the sampler fits codes at their own scale: continue from the same function

@@ -22,6 +22,7 @@ from gpunit.data import synthetic
 from gpunit.metrics.common import to_uint8_images
 from gpunit.metrics.content import content_consistency, content_rows, ground_truth
 from gpunit.metrics.domain_classifier import load_or_train_domain_classifier
+from gpunit.metrics.sensitivity import format_sensitivity
 from gpunit.metrics.shape import shape_consistency
 
 # the figures averaged over target classes, with their baselines
@@ -97,7 +98,7 @@ def score_synthetic_classes(translations: Iterable[tuple[Sequence[str], str, tor
 def format_synthetic_scores(scores: dict) -> str:
     """A short printed table of :func:`score_synthetic_classes` (means over the target classes)."""
     s = scores
-    return "\n".join([
+    lines = [
         f"{s['num_inputs']} held-out inputs ({len(s['classes'])} classes) x {len(s['classes']) - 1} other classes "
         f"x {s['num_outputs']} noise vectors; means over target classes (chance {s['chance']:.3g})",
         f"  Texture accuracy       {s['texture_accuracy']:.4g}",
@@ -108,4 +109,7 @@ def format_synthetic_scores(scores: dict) -> str:
         f"  Scale error (rel.)     {s['scale_rel']:.4g}      random pairing {s['random_scale_rel']:.4g}",
         f"  Angle error (deg)      {s['angle_deg']:.4g}      random pairing {s['random_angle_deg']:.4g}",
         f"  Object found           {s['object_found']:.4g}",
-    ])
+    ]
+    if "input_sensitivity" in s:
+        lines.append("  " + format_sensitivity(s))
+    return "\n".join(lines)

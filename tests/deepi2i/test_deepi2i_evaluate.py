@@ -5,14 +5,13 @@ apart), and random-weight stand-ins for Inception, AlexNet and ResNet-50 under t
 loaded through the real code path.
 """
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import ScriptRun, record_calls, run_script
 from PIL import Image
 
 from gpunit.biggan.models import BigGANGenerator
@@ -30,9 +29,9 @@ from gpunit.metrics.class_accuracy import (
     labelled_training_inputs,
     load_or_train_real_classifier,
 )
-from gpunit.metrics.fid import INCEPTION_WEIGHTS_FILE, InceptionFeatures, build_fid_inception
+from gpunit.metrics.fid import INCEPTION_WEIGHTS_FILE, InceptionFeatures, build_fid_inception, fid_from_features
 from gpunit.metrics.kid import kernel_inception_distance
-from gpunit.metrics.lpips_diversity import ALEXNET_WEIGHTS_FILE
+from gpunit.metrics.lpips_diversity import ALEXNET_WEIGHTS_FILE, LPIPSDiversity
 from gpunit.translators import load_translator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,49 +141,81 @@ def test_training_inputs_of_labelled_folders(data, weights_home, monkeypatch):
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 32, 32)
 
 
-# ----------------------------------------------------------------------------- mFID, mKID, LPIPS
-def quick_fid(features1: np.ndarray, features2: np.ndarray) -> float:
-    """FID without its cross term: it tells feature sets apart like FID, without the 2048-d matrix square root
-    that takes 10 s a class on one core (FID itself is tested in test_metrics.py and by the CLI test)."""
-    diff = features1.mean(0) - features2.mean(0)
-    return float(diff @ diff + np.cov(features1, rowvar=False).trace() + np.cov(features2, rowvar=False).trace())
+# ----------------------------------------------------------------------------- the command line and its figures
+def run_evaluate(*args, env: dict | None = None) -> ScriptRun:
+    """scripts/evaluate.py in this process (tests/helpers.py): (exit status, stdout, stderr)."""
+    return run_script("scripts/evaluate.py", *args, "--no-progress", env=env)
 
 
-def test_mfid_and_mkid_are_the_means_of_per_class_scores_computed_directly(checkpoint, data, weights_home,
-                                                                          monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(weights_home))
-    monkeypatch.setattr("gpunit.metrics.fid.fid_from_features", quick_fid)
-    translator = load_translator(str(checkpoint))
-    targets = ["red", "blue"]
-    results = evaluate_deepi2i(translator, [str(data / "content")], folders(data / "test"), target_classes=targets,
-                               num_outputs=2, seed=3, batch_size=2,
-                               classifier=ClassifierSettings(**FAST, cache=str(tmp_path / "rc.pt")), progress=False)
-    assert results["classes"] == targets and results["num_fake_per_class"] == 4 and results["chance"] == 0.5
-    assert results["num_real"] == {"red": 4, "blue": 4} and results["skipped"] == {}
+CLI_CLASSES = ["red", "green"]
 
-    # directly: the same translations, Inception features, FID and KID per class
-    inception = InceptionFeatures()
+
+def translations(translator, data: Path, classes) -> dict[int, torch.Tensor]:
+    """{class: every content input translated into it}, 2 outputs each, drawn as an evaluation with the default
+    seed (0) and batch size (16) draws them."""
+    fakes = {c: [] for c in classes}
     contents = ImageFolderDataset([str(data / "content")], SIZE, resize="stretch")
-    fakes = {0: [], 2: []}
-    for _, c, outputs in translate_into_classes(translator, contents, [0, 2], 2, seed=3, batch_size=2, progress=False):
+    for _, c, outputs in translate_into_classes(translator, contents, list(fakes), 2, seed=0, batch_size=16,
+                                                progress=False):
         fakes[c].append(outputs)
+    return {c: torch.cat(outputs) for c, outputs in fakes.items()}
+
+
+@pytest.fixture(scope="module")
+def cli_run(checkpoint, data, weights_home, tmp_path_factory) -> tuple[dict, str, list]:
+    """scripts/evaluate.py on the DeepI2I checkpoint with every weights file, once for the tests that read its
+    output: (eval.json, stdout, Inception's calls: (images, features))."""
+    out = tmp_path_factory.mktemp("cli") / "eval.json"
+    with pytest.MonkeyPatch.context() as mp:
+        inception_calls = record_calls(mp, InceptionFeatures, "forward")
+        done = run_evaluate("--checkpoint", checkpoint, "--content", data / "content", "--real",
+                            *folders(data / "test"), "--classifier-train", *folders(data / "train"),
+                            "--target-classes", *CLI_CLASSES, "--num-outputs", 2, "--classifier-size", 32,
+                            "--classifier-epochs", 10, "--device", "cpu", "--output", out,
+                            env={"TORCH_HOME": weights_home})
+    assert done.status == 0, done.err
+    return json.loads(out.read_text()), done.out, inception_calls
+
+
+def test_the_figures_are_the_per_class_scores_computed_directly(cli_run, checkpoint, data, weights_home,
+                                                                monkeypatch):
+    """mFID and mKID are the means of each class's FID and KID, of Inception's features of that class's
+    translations and real images; RC the share of translations the real-image classifier puts in their target
+    class; LPIPS the mean pairwise distance of each input's outputs: computed here again from the same
+    translations (seed 0, batch 16: the CLI's defaults). Inception itself is tested in tests/metrics/."""
+    monkeypatch.setenv("TORCH_HOME", str(weights_home))
+    results, _, inception_calls = cli_run
+    assert results["classes"] == CLI_CLASSES and results["num_fake_per_class"] == 4 and results["chance"] == 0.5
+    assert results["num_real"] == {"red": 4, "green": 4} and results["skipped"] == {}
+    fakes = translations(load_translator(str(checkpoint)), data, range(len(CLI_CLASSES)))
+    # the RC classifier the CLI trained, read back from its cache (beside the training folders)
+    monkeypatch.setattr(ResNetLinearClassifier, "fit", lambda *a, **k: pytest.fail("retrained despite the cache"))
+    rc = load_or_train_real_classifier({n: data / "train" / n for n in CLI_CLASSES}, SIZE, ClassifierSettings(**FAST))
+
+    def features_of(images):  # the features Inception gave for exactly these images
+        (found,) = [f for x, f in inception_calls if x.shape == images.shape and torch.equal(x, images)]
+        return found.double().numpy()
+
     per_class = {}
-    for c, name in ((0, "red"), (2, "blue")):
-        fake = inception.features_of(torch.cat(fakes[c]))
+    for c, name in enumerate(CLI_CLASSES):
         reals = ImageFolderDataset([str(data / "test" / name)], SIZE)  # (indexing wraps around: no iteration)
-        real = inception.features_of(torch.stack([reals[i]["x"] for i in range(len(reals))]))
-        per_class[name] = (quick_fid(fake, real), kernel_inception_distance(fake, real)[0])
-        assert results["per_class"][name]["fid"] == pytest.approx(per_class[name][0], rel=1e-6)
-        assert results["per_class"][name]["kid"] == pytest.approx(per_class[name][1], rel=1e-6, abs=1e-9)
+        fake, real = features_of(fakes[c]), features_of(torch.stack([reals[i]["x"] for i in range(len(reals))]))
+        per_class[name] = (fid_from_features(fake, real), kernel_inception_distance(fake, real)[0])
+        scores = results["per_class"][name]
+        assert scores["fid"] == pytest.approx(per_class[name][0], rel=1e-6)
+        assert scores["kid"] == pytest.approx(per_class[name][1], rel=1e-6, abs=1e-9)
+        assert scores["rc"] == float((rc.predict(fakes[c]) == c).float().mean())
+        assert scores["fc"] * 4 == round(scores["fc"] * 4)  # the share of the class's 4 real test images
+    assert len(inception_calls) == 2 * len(CLI_CLASSES)  # nothing else went into the figures
     assert results["mfid"] == pytest.approx(np.mean([f for f, _ in per_class.values()]), rel=1e-6)
     assert results["mkid"] == pytest.approx(np.mean([k for _, k in per_class.values()]), rel=1e-6, abs=1e-9)
-    assert results["lpips_diversity"] > 0
-    assert results["rc"] == pytest.approx(np.mean([results["per_class"][n]["rc"] for n in targets]))
-    assert results["fc"] == pytest.approx(np.mean([results["per_class"][n]["fc"] for n in targets]))
-    assert all(0 <= results["per_class"][n][k] <= 1 for n in targets for k in ("rc", "fc"))
+    assert results["rc"] == pytest.approx(np.mean([results["per_class"][n]["rc"] for n in CLI_CLASSES]))
+    assert results["fc"] == pytest.approx(np.mean([results["per_class"][n]["fc"] for n in CLI_CLASSES]))
+    groups = torch.cat([fakes[c].view(-1, 2, 3, SIZE, SIZE) for c in fakes])  # (inputs x classes, 2 outputs)
+    assert results["lpips_diversity"] == pytest.approx(LPIPSDiversity()(groups), rel=1e-5)
 
 
-def test_missing_resnet_weights_train_from_scratch_with_a_note(checkpoint, data, tmp_path):
+def test_missing_resnet_weights_train_from_scratch_with_a_note(checkpoint, data, tmp_path, monkeypatch):
     translator = load_translator(str(checkpoint))
     settings = ClassifierSettings(image_size=32, epochs=1, cache=str(tmp_path / "rc.pt"))
     results = evaluate_deepi2i(translator, [str(data / "content")], folders(data / "test"), num_outputs=2,
@@ -194,7 +225,16 @@ def test_missing_resnet_weights_train_from_scratch_with_a_note(checkpoint, data,
     assert "from scratch" in results["classifier"]["training"]
     assert INCEPTION_WEIGHTS_FILE in results["skipped"]["fid_kid"] and "mfid" not in results
     assert ALEXNET_WEIGHTS_FILE in results["skipped"]["lpips_diversity"]
-    assert 0 <= results["rc"] <= 1 and 0 <= results["fc"] <= 1
+    # RC directly: the share of each class's translations that the classifier trained from scratch (read back
+    # from its cache) puts in that class; FC: the share of each class's 4 real test images
+    fakes = translations(translator, data, range(len(CLASSES)))
+    monkeypatch.setattr(ResNetLinearClassifier, "fit", lambda *a, **k: pytest.fail("retrained despite the cache"))
+    rc = load_or_train_real_classifier({n: data / "test" / n for n in CLASSES}, SIZE, settings)
+    for c, name in enumerate(CLASSES):
+        assert results["per_class"][name]["rc"] == float((rc.predict(fakes[c]) == c).float().mean())
+        assert results["per_class"][name]["fc"] * 4 == round(results["per_class"][name]["fc"] * 4)
+    assert results["rc"] == pytest.approx(np.mean([results["per_class"][n]["rc"] for n in CLASSES]))
+    assert results["fc"] == pytest.approx(np.mean([results["per_class"][n]["fc"] for n in CLASSES]))
     report = format_report(results)
     assert "NOTE: no ResNet-50 ImageNet weights found" in report and "fid_kid: skipped" in report
     # weights asked for by path and not there: an error, not a silent fallback
@@ -216,47 +256,22 @@ def test_class_folders_are_found_by_name_or_by_their_parent(checkpoint, tmp_path
         class_folders(translator, [str(tmp_path / "domains/red")], ["red"])
 
 
-# ----------------------------------------------------------------------------- the command line
-def run_evaluate(*args) -> int:
-    """scripts/evaluate.py in this process; returns its exit status."""
-    argv = sys.argv
-    sys.argv = [str(REPO / "scripts" / "evaluate.py"), *map(str, args), "--no-progress"]
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    except SystemExit as done:
-        return done.code or 0
-    finally:
-        sys.argv = argv
-    raise AssertionError("the script did not exit through run_main")
-
-
-def test_cli_on_a_deepi2i_checkpoint(checkpoint, data, weights_home, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("TORCH_HOME", str(weights_home))
-    out = tmp_path / "eval.json"
-    assert run_evaluate("--checkpoint", checkpoint, "--content", data / "content", "--real", *folders(data / "test"),
-                        "--classifier-train", *folders(data / "train"), "--target-classes", "red", "green",
-                        "--num-outputs", 2, "--classifier-size", 32, "--classifier-epochs", 10, "--device", "cpu",
-                        "--output", out) == 0
-    results = json.loads(out.read_text())
-    assert results["protocol"] == "deepi2i" and results["classes"] == ["red", "green"]
+def test_cli_on_a_deepi2i_checkpoint(cli_run, checkpoint, data, weights_home, tmp_path):
+    results, printed, _ = cli_run
+    assert results["protocol"] == "deepi2i" and results["classes"] == CLI_CLASSES
     assert {"mfid", "mkid", "rc", "fc", "lpips_diversity", "per_class", "num_real", "weights", "checkpoint",
             "classifier", "chance"} <= set(results) and "note" not in results
     assert set(results["per_class"]["green"]) == {"fid", "kid", "kid_std", "rc", "fc"}
-    assert results["mfid"] == pytest.approx(np.mean([results["per_class"][n]["fid"] for n in ("red", "green")]))
     assert all(results["weights"].values()) and results["classifier"]["num_real_train"] == 8
     assert results["classifier"]["real_accuracy"] >= 0.9  # the RC classifier on held-out real images
     assert Path(results["classifier"]["cache"]) == data / "train" / ".rc_classifier_resnet50.pt"
-    printed = capsys.readouterr().out
     assert "protocol: deepi2i" in printed and "mFID" in printed and "classes: red, green" in printed
     assert f"weights resnet50: {weights_home}" in printed and "RC classifier on real" in printed
 
     # errors a user can make: a class without a real folder, an unknown class, GP-UNIT options
-    assert run_evaluate("--checkpoint", checkpoint, "--content", data / "content", "--real",
-                        *folders(data / "test", ["red", "blue"]), "--output", out) == 2
-    assert "no folder for the classes ['green']" in capsys.readouterr().err
-    assert run_evaluate("--checkpoint", checkpoint, "--content", data / "content", "--real", *folders(data / "test"),
-                        "--target-classes", "wolf", "--output", out) == 2
-    assert "unknown target class 'wolf'" in capsys.readouterr().err
-    assert run_evaluate("--checkpoint", checkpoint, "--content", data / "content", "--real", *folders(data / "test"),
-                        "--mode", "reference", "--output", out) == 2
-    assert "many-class protocol" in capsys.readouterr().err
+    for args, message in (([*folders(data / "test", ["red", "blue"])], "no folder for the classes ['green']"),
+                          ([*folders(data / "test"), "--target-classes", "wolf"], "unknown target class 'wolf'"),
+                          ([*folders(data / "test"), "--mode", "reference"], "many-class protocol")):
+        done = run_evaluate("--checkpoint", checkpoint, "--content", data / "content", "--output",
+                            tmp_path / "eval.json", "--real", *args, env={"TORCH_HOME": weights_home})
+        assert done.status == 2 and message in done.err, done.err

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from gpunit import losses
 from gpunit.biggan.models import BigGANDiscriminator, BigGANGenerator, SNLinear
 from gpunit.biggan.weights import build_discriminator, build_generator
-from gpunit.deepi2i.models import Adaptors, DeepI2I, Encoder, build_adaptors
+from gpunit.deepi2i.models import (
+    PUBLISHED_REC_WEIGHTS,
+    SCRATCH_FUSION_WEIGHTS,
+    Adaptors,
+    DeepI2I,
+    Encoder,
+    build_adaptors,
+    by_width,
+)
 from gpunit.deepi2i.weights import build_encoder, build_published_adaptors
 
 RES = (32, 16, 8, 4)
@@ -371,3 +379,15 @@ def test_other_resolutions_build_and_run():
         BigGANGenerator(128, 2, 3, dim_z=100)
     with pytest.raises(ValueError, match="at least 8 channels"):
         Encoder(128, 4, attention=(64,))
+
+
+def test_weights_are_looked_up_by_feature_width_as_published():
+    """E1_fea_w and D_fea_w are tables by width: a 64 px model (widths 16, 8, 4) takes the 128 px model's weights
+    of those widths, not the first three entries; a width the table lacks takes its nearest neighbour's."""
+    assert by_width(PUBLISHED_REC_WEIGHTS, [32, 16, 8, 4]) == {32: 0.01, 16: 0.1, 8: 0.1, 4: 0.1}
+    assert by_width(PUBLISHED_REC_WEIGHTS, [16, 8, 4]) == {16: 0.1, 8: 0.1, 4: 0.1}
+    assert by_width(SCRATCH_FUSION_WEIGHTS, [16, 8, 4]) == {16: 1.0, 8: 1.0, 4: 1.0}
+    assert by_width(PUBLISHED_REC_WEIGHTS, [64, 32, 16, 8]) == {64: 0.01, 32: 0.01, 16: 0.1, 8: 0.1}  # 256 px
+    assert by_width({16: 2.0, 4: 3.0}, [8]) == {8: 3.0}  # equally near: the smaller width
+    with pytest.raises(ValueError, match="empty table"):
+        by_width({}, [4])

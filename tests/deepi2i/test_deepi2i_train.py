@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_script
 from PIL import Image
 
 import gpunit
@@ -18,6 +19,7 @@ from gpunit.biggan.config import BigGANConfig
 from gpunit.biggan.models import BigGANDiscriminator
 from gpunit.data.datasets import LabelledImageDataset
 from gpunit.deepi2i.config import DeepI2IConfig
+from gpunit.deepi2i.models import by_width
 from gpunit.deepi2i.trainer import DeepI2ITrainer
 from gpunit.engine.config import ConfigError, load_config
 from gpunit.engine.loop import NonFiniteLossError, train_loop
@@ -60,7 +62,7 @@ def test_loss_functions_reproduce_published_formulas(fx):
     torch.testing.assert_close(fake, ref["D_loss_fake"], **close)
     torch.testing.assert_close(losses.hinge_g_loss(step["G_step"]["D_fake"]), ref["G_adv"], **close)
     feats, B = step["G_step"]["D_feats_all"], 3
-    weights = dict(zip(RES, DeepI2IConfig().loss.rec_weights))  # our default alpha_l, shallowest first
+    weights = by_width(DeepI2IConfig().loss.rec_weights, RES)  # our default alpha_l by width
     assert weights == {k: fx["config"]["D_fea_w"][k] for k in RES}  # == the published D_fea_w
     published = losses.feature_reconstruction_terms({k: f[0:1] for k, f in feats.items()},
                                                     {k: f[1:2] for k, f in feats.items()}, weights)
@@ -260,7 +262,9 @@ def test_initialisation_switches(tiny_synthetic, tmp_path, tiny_biggan, fixtures
         "init.source": "scratch", "model.g_ch": 4, "model.d_ch": 4, "model.dim_z": 20, "model.shared_dim": 8,
         "model.g_attention": "[]", "model.d_attention": "[]", "train.phase1_steps": "null"}), CPU)
     assert s.transferred == set() and s.phase1_steps == 0 and s.train_encoder
-    assert s.deepi2i.fusion_weights == {16: 0.1, 8: 1.0, 4: 1.0} and s.generator.num_classes == 3
+    # the published table by width: {4: 1, 8: 1, 16: 1, 32: 0.1}; a 64 px model fuses at 16, 8 and 4 px
+    assert s.deepi2i.fusion_weights == {16: 1.0, 8: 1.0, 4: 1.0} and s.generator.num_classes == 3
+    assert s.rec_weights == {16: 0.1, 8: 0.1, 4: 0.1}  # D_fea_w by width: 0.01 is 32 px's, which it has not
     # the adaptor ablations: "w-3" (one adaptor) and the dagger variant (no adaptor at all)
     w3 = DeepI2ITrainer(tiny_config(tiny_synthetic, tmp_path / "d", tiny_biggan,
                                     **{"model.adaptor_resolutions": "[16]"}), CPU)
@@ -323,7 +327,10 @@ def test_sigterm_then_resume_is_exact(tiny_synthetic, tmp_path, tiny_biggan):
         for i, s in a["optimizers"][name]["state"].items():
             assert torch.equal(s["exp_avg_sq"], b["optimizers"][name]["state"][i]["exp_avg_sq"]), (name, i)
     lines = [json.loads(x) for x in (tmp_path / "b" / "deepi2i_synthetic" / "metrics.jsonl").read_text().splitlines()]
-    assert [x["phase"] for x in lines] == [1, 1, 2, 2] and "loss/g/rec_16" in lines[0]
+    steps = [x for x in lines if "phase" in x]  # the loss lines; image steps add the input sensitivity
+    assert [x["phase"] for x in steps] == [1, 1, 2, 2] and "loss/g/rec_16" in steps[0]
+    figures = [x for x in lines if "metric/input_sensitivity" in x]
+    assert figures and figures[0]["step"] == 1 and all(x["metric/input_sensitivity"] >= 0 for x in figures)
 
 
 def test_nan_loss_stops_before_saving(tiny_synthetic, tmp_path, tiny_biggan, monkeypatch):
@@ -394,10 +401,15 @@ def test_options_are_checked_and_channels_last_matches(tiny_synthetic, tmp_path,
 
 # ----------------------------------------------------------------------------- scripts end to end
 def launch(script: str, sets: list[str], nproc: int = 1) -> None:
+    """``script`` as a user runs it: in this process for one process (tests/helpers.py), under torchrun for
+    more (their own processes: a process group of ``nproc`` ranks)."""
+    if nproc == 1:
+        done = run_script(script, "--no-progress", "--set", *sets)
+        assert done.status == 0, done.err[-3000:]
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runner = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-              if nproc > 1 else [sys.executable])
-    result = subprocess.run([*runner, script, "--no-progress", "--set", *sets], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             f"--nproc_per_node={nproc}", script, "--no-progress", "--set", *sets], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 

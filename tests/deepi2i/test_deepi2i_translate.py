@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_translate_script import run_script  # scripts/translate.py in this process
+from test_translate_script import translate_script
 
 import gpunit
 from gpunit.biggan.models import BigGANGenerator
@@ -119,17 +119,18 @@ def model_input(path: Path) -> torch.Tensor:
     return to_tensor(resize_for_model(load_rgb(path), SIZE))[None]
 
 
-def test_cli_target_classes_outputs_grid_and_resume(checkpoint, translator, tmp_path, capsys):
+def test_cli_target_classes_outputs_grid_and_resume(checkpoint, translator, tmp_path):
     src = tmp_path / "in"
     photo(src / "a.jpg", (50, 40))
     photo(src / "sub" / "b.png", (33, 70), seed=1, mode="L")
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     out = tmp_path / "out"
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", out,
-                      "--target-class", "fox", "red panda", "--seed", "3") == 0
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--output", out,
+                            "--target-class", "fox", "red panda", "--seed", "3")
+    assert done.status == 0, done.err
     results = {f"{stem}__{c}__s0.png" for stem in ("a", "sub/b") for c in ("fox", "red_panda")}
     assert names(out) == results | {"grids/grid_000_000.png"}
-    line = capsys.readouterr().out
+    line = done.out
     assert "translated 4 image(s)" in line and "1 unreadable" in line and "broken.jpg" in line
     # one row per input, the input then one column per class
     grid = Image.open(out / "grids" / "grid_000_000.png")
@@ -145,9 +146,9 @@ def test_cli_target_classes_outputs_grid_and_resume(checkpoint, translator, tmp_
     old = 1_000_000_000
     for p in out.rglob("*.png"):
         os.utime(p, (old, old))
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", out,
-                      "--target-class", "fox", "red panda", "--seed", "3") == 0
-    assert "nothing new: all 4 output(s) already exist" in capsys.readouterr().out
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--output", out,
+                            "--target-class", "fox", "red panda", "--seed", "3")
+    assert done.status == 0 and "nothing new: all 4 output(s) already exist" in done.out
     assert all(p.stat().st_mtime == old for p in out.rglob("*.png"))  # nothing overwritten, grid kept
 
 
@@ -155,8 +156,8 @@ def test_cli_all_classes_and_styles(checkpoint, tmp_path):
     src = tmp_path / "in"
     photo(src / "x.png")
     out = tmp_path / "out"
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--all-classes",
-                      "--num-styles", 2) == 0
+    assert translate_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--all-classes",
+                            "--num-styles", 2).status == 0
     labels = ["cat", "dog", "fox", "red_panda"]
     assert names(out) == {f"x__{c}__s{k}.png" for c in labels for k in (0, 1)} | {"grids/grid_000_000.png"}
     # two rows (noise vectors), input + 4 classes
@@ -185,23 +186,24 @@ def test_grid_pages_split_classes_and_inputs(translator, tmp_path):
     assert again["translated"] == 0 and again["skipped_existing"] == 3
 
 
-def test_cli_errors(checkpoint, tmp_path, capsys):
+def test_cli_errors(checkpoint, tmp_path):
     src = tmp_path / "in"
     photo(src / "a.png")
     out = tmp_path / "out"
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--target-class", "wolf") == 2
-    assert "unknown target class 'wolf'" in capsys.readouterr().err
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", out) == 2
-    assert "give --target-class NAME... or --all-classes" in capsys.readouterr().err
-    assert run_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--all-classes",
-                      "--target-class", "cat") == 2  # mutually exclusive
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--target-class", "wolf")
+    assert done.status == 2 and "unknown target class 'wolf'" in done.err
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--output", out)
+    assert done.status == 2 and "give --target-class NAME... or --all-classes" in done.err
+    done = translate_script("--checkpoint", checkpoint, "--input", src, "--output", out, "--all-classes",
+                            "--target-class", "cat")
+    assert done.status == 2 and "not allowed with argument" in done.err  # mutually exclusive
     assert not out.exists()
 
     torch.manual_seed(0)
     gpunit_ckpt = save_translator(tmp_path / "translator.pt", ContentEncoder(64, 8, 8, 32),
                                   Generator(64, 8, 8, 32, style_dim=32, style_base_channels=8, style_hidden=8),
                                   StyleSampler(16, 16, 32))
-    assert run_script("--checkpoint", gpunit_ckpt, "--input", src, "--output", out, "--target-class", "cat") == 2
-    assert "GP-UNIT translator: --target-class/--all-classes are for DeepI2I" in capsys.readouterr().err
-    assert run_script("--checkpoint", gpunit_ckpt, "--input", src, "--output", out) == 0  # GP-UNIT as before
+    done = translate_script("--checkpoint", gpunit_ckpt, "--input", src, "--output", out, "--target-class", "cat")
+    assert done.status == 2 and "GP-UNIT translator: --target-class/--all-classes are for DeepI2I" in done.err
+    assert translate_script("--checkpoint", gpunit_ckpt, "--input", src, "--output", out).status == 0  # as before
     assert names(out) == {"a__s0.png", "a__grid.png"}

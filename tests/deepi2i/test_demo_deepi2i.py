@@ -1,8 +1,10 @@
 """scripts/demo.py --method deepi2i end to end on tiny data and networks: BigGAN -> DeepI2I -> grid -> scores."""
 import json
-import sys
 
+import numpy as np
+import pytest
 from conftest import TINY_SYNTHETIC
+from helpers import run_script
 from PIL import Image
 from test_deepi2i_evaluate import run_evaluate
 
@@ -18,17 +20,32 @@ def run(root, tmp_path):
                             device="cpu", dataset_options=TINY_SYNTHETIC)
 
 
-def test_the_deepi2i_demo_translates_every_class_and_reuses_finished_stages(tiny_synthetic, tmp_path, capsys):
+def test_the_deepi2i_demo_translates_every_class_and_reuses_finished_stages(tiny_synthetic, tmp_path, capsys,
+                                                                           monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no user's weights
     first = run(tiny_synthetic, tmp_path)
     report = capsys.readouterr().out
     classes = TINY_SYNTHETIC["classes"]
     scores = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert scores == json.loads(json.dumps(first["results"]))  # what the demo returned
     assert sorted(scores["classes"]) == sorted(classes) and set(scores["per_class"]) == set(classes)
     # 4 held-out inputs per class, each into the 2 other classes, 2 noise vectors: 16 per target class
     assert all(s["count"] == 16 for s in scores["per_class"].values())
-    for key in ("texture_accuracy", "shape_accuracy", "silhouette_iou", "centroid_px", "random_centroid_px"):
-        assert key in scores and key in json.dumps(first["results"])
-    assert "Shape accuracy" in report and "wall time" in report
+    assert scores["chance"] == pytest.approx(1 / 3)
+    # the report prints the figures of eval.json
+    for key, label in (("texture_accuracy", "Texture accuracy"), ("shape_accuracy", "Shape accuracy"),
+                       ("silhouette_iou", "Silhouette IoU"), ("centroid_px", "Centroid error (px)")):
+        assert f"  {label:<22} {scores[key]:.4g}" in report, key
+    assert "wall time" in report
+    # the grid's translations (an input of each class into every class): not their input, and another class
+    # gives another image, however little 2 steps train
+    for source in classes:
+        (image,) = (tmp_path / "out" / "inputs").glob(f"{source}_*.png")
+        x = np.asarray(Image.open(image).convert("RGB"), np.int16)
+        outputs = {c: np.asarray(Image.open(tmp_path / "out" / "translations" / f"{image.stem}__{c}__s0.png"),
+                                 np.int16) for c in classes}
+        assert all(np.abs(y - x).mean() > 5 for y in outputs.values()), source  # 8-bit levels
+        assert np.abs(outputs[classes[0]] - outputs[classes[1]]).max() > 2, source
     # the grid: one row per input of each class and noise vector; columns: the input, then each class
     grids = sorted((tmp_path / "out" / "translations" / "grids").glob("*.png"))
     assert len(grids) == 1
@@ -36,32 +53,34 @@ def test_the_deepi2i_demo_translates_every_class_and_reuses_finished_stages(tiny
     assert width >= 64 * (1 + len(classes)) and height >= 64 * len(classes) * 2
     stamp = (tmp_path / "runs" / "deepi2i_synthetic" / "deepi2i.pt").stat().st_mtime_ns
 
+    # a second start trains nothing (and scores the same translator: its figures are the first run's, not
+    # computed a second time here)
+    figures = {k: v for k, v in first["results"].items() if k != "prior"}
+    monkeypatch.setattr("gpunit.deepi2i.demo.score_on_synthetic_data", lambda *a, **k: dict(figures))
+    monkeypatch.setattr("gpunit.deepi2i.demo.prior_figures", lambda *a, **k: first["results"]["prior"])
     run(tiny_synthetic, tmp_path)
     again = capsys.readouterr().out
     assert again.count("reusing") == 2  # neither the BigGAN nor DeepI2I is trained again
     assert (tmp_path / "runs" / "deepi2i_synthetic" / "deepi2i.pt").stat().st_mtime_ns == stamp
 
-    # scripts/evaluate.py on the demo's translator adds the same synthetic figures to the many-class protocol
+    # scripts/evaluate.py on the demo's translator adds the same synthetic figures to the many-class protocol:
+    # the demo's own (the tiny data has the 4 held-out inputs per class that both score)
     out = tmp_path / "eval.json"
     domains = [str(tiny_synthetic / "domains" / c / "test") for c in classes]
-    assert run_evaluate("--checkpoint", tmp_path / "runs" / "deepi2i_synthetic" / "deepi2i.pt", "--content", *domains,
-                        "--real", *domains, "--synthetic-root", tiny_synthetic, "--num-outputs", 2, "--max-content", 3,
-                        "--classifier-size", 32, "--classifier-epochs", 1, "--device", "cpu", "--output", out) == 0
-    synthetic = json.loads(out.read_text())["synthetic"]
-    assert synthetic["per_class"].keys() == scores["per_class"].keys() and "shape_accuracy" in synthetic
-    assert "built-in synthetic data:" in capsys.readouterr().out
+    done = run_evaluate("--checkpoint", tmp_path / "runs" / "deepi2i_synthetic" / "deepi2i.pt", "--content", *domains,
+                        "--real", *domains, "--synthetic-root", tiny_synthetic, "--num-outputs", 2, "--max-content", 1,
+                        "--classifier-size", 32, "--classifier-epochs", 1, "--device", "cpu", "--output", out)
+    assert done.status == 0, done.err
+    assert json.loads(out.read_text())["synthetic"] == json.loads(json.dumps(figures))
+    assert "built-in synthetic data:" in done.out
 
 
 def test_the_demo_script_offers_both_methods(monkeypatch):
-    import runpy
     calls = {}
     monkeypatch.setattr("gpunit.deepi2i.demo.run_deepi2i_demo", lambda *a, **k: calls.setdefault("deepi2i", a))
     monkeypatch.setattr("gpunit.gp_unit.demo.run_demo", lambda *a, **k: calls.setdefault("gpunit", a))
     for method in ("deepi2i", "gpunit"):
-        monkeypatch.setattr(sys, "argv", ["demo.py", "--method", method, "--data", "d"])
-        try:
-            runpy.run_path("scripts/demo.py", run_name="__main__")
-        except SystemExit as stop:
-            assert stop.code in (0, None)
+        done = run_script("scripts/demo.py", "--method", method, "--data", "d")
+        assert done.status == 0, done.err
     assert calls["deepi2i"][0] == "d" and calls["deepi2i"][2] == "outputs/demo_deepi2i"
     assert calls["gpunit"][2] == "outputs/demo"

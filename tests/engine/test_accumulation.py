@@ -1,4 +1,4 @@
-"""Gradient accumulation in the engine (gpunit/train/accumulate.py): k micro-batches of B/k give the update of one
+"""Gradient accumulation in the engine (gpunit/engine/accumulate.py): k micro-batches of B/k give the update of one
 batch of B, for Stage II and Stage I (DeepI2I: tests/deepi2i/test_deepi2i_train.py), and the helpers behind it.
 
 Stated tolerance: every gradient within 1e-5 of the largest gradient of its network (plus 1e-4 relative);

@@ -117,6 +117,13 @@ def test_image_and_checkpoint_frequency_do_not_change_training(tmp_path):
     assert a.checkpointed == [1, 2, 3, 4, 5, 6] and b.checkpointed == [6]
 
 
+class Unpicklable:
+    """What torch.save cannot write (as a lambda, but with the same error on every Python version)."""
+
+    def __reduce__(self):
+        raise TypeError("this object cannot be pickled")
+
+
 def test_checkpoints_are_atomic_and_pruned(tmp_path):
     manager = CheckpointManager(tmp_path, keep=2)
     for step in range(1, 6):
@@ -125,8 +132,8 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     assert manager.latest().name == "step-0000005.pt"
     assert torch.equal(manager.load(manager.latest())["w"], torch.full((2,), 5.0))
 
-    with pytest.raises(Exception):  # a lambda cannot be pickled: the write fails half way
-        manager.save({"step": 6, "bad": lambda: 0}, 6)
+    with pytest.raises(TypeError, match="cannot be pickled"):  # the write fails half way
+        manager.save({"step": 6, "w": torch.ones(3), "bad": Unpicklable()}, 6)
     assert sorted(p.name for p in manager.dir.iterdir()) == ["step-0000004.pt", "step-0000005.pt"]
 
 
@@ -358,7 +365,7 @@ def test_resolve_device():
 def test_training_needs_no_evaluation_packages():
     """Training, translation and the benchmark import without pytorch-fid, lpips and
     pytorch-pretrained-biggan (a GPU box may lack them; they are needed only to evaluate or to
-    generate BigGAN pairs)."""
+    generate BigGAN pairs). A fresh interpreter: this one has imported them already."""
     code = (
         "import importlib.abc, sys\n"
         "class Block(importlib.abc.MetaPathFinder):\n"

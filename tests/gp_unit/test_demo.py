@@ -2,8 +2,10 @@
 with finished stages reused, a longer run continued, and a run with other settings never overwritten."""
 import json
 
+import numpy as np
 import pytest
 from conftest import TINY_SYNTHETIC
+from PIL import Image
 
 from gpunit.gp_unit.demo import run_demo
 
@@ -21,14 +23,31 @@ def run(root, tmp_path, *stage2_extra):
                     dataset_options=TINY_SYNTHETIC)
 
 
-def test_the_demo_runs_reuses_continues_and_protects_finished_runs(tiny_synthetic, tmp_path, capsys):
+def test_the_demo_runs_reuses_continues_and_protects_finished_runs(tiny_synthetic, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no user's weights: FID and LPIPS skipped
     first = run(tiny_synthetic, tmp_path)
     report = capsys.readouterr().out
-    for line in ("Domain accuracy", "Centroid error", "Shape accuracy", "Silhouette IoU", "wall time"):
-        assert line in report
     scores = json.loads((tmp_path / "out" / "eval.json").read_text())
-    assert "shape_accuracy" in scores and "silhouette_iou" in scores
+    assert scores == json.loads(json.dumps(first["results"], default=float))  # what the demo returned
+    assert set(scores["skipped"]) == {"fid_kid", "lpips_diversity"}
+    # the report prints the figures of eval.json
+    for key, label in (("domain_accuracy", "Domain accuracy"), ("content_centroid_px", "Centroid error (px)"),
+                       ("shape_accuracy", "Shape accuracy"), ("silhouette_iou", "Silhouette IoU")):
+        assert f"  {label:<22} {scores[key]:.4g}\n" in report, key
+    assert "wall time" in report
+    # what any pipeline gives on the tiny data, however little 2 steps train: 4 held-out inputs x 2 outputs,
+    # shares of those 8, and the untranslated ellipses, which are no stars
+    assert (scores["num_inputs"], scores["num_outputs"]) == (TINY_SYNTHETIC["domain_test"], 2)
+    assert all(scores[k] * 8 == round(scores[k] * 8) for k in ("domain_accuracy", "content_object_found"))
+    assert scores["source_shape_accuracy"] == 0.0
+    # 4 sampled styles per input: files that are not their input, and differ from style to style
     assert len(list((tmp_path / "out" / "latent").glob("*__grid.png"))) == TINY_SYNTHETIC["domain_test"]
+    content = sorted((tiny_synthetic / "domains" / "ellipse" / "test").glob("*.png"))[0]
+    styles = [np.asarray(Image.open(tmp_path / "out" / "latent" / f"{content.stem}__s{k}.png"), np.int16)
+              for k in range(4)]
+    source = np.asarray(Image.open(content).convert("RGB"), np.int16)
+    assert all(np.abs(y - source).mean() > 5 for y in styles)  # 8-bit levels: not a copy of the input
+    assert all(np.abs(styles[0] - y).max() > 2 for y in styles[1:])  # another style, another image
     stage2 = tmp_path / "runs" / "stage2_ellipse2star"
     assert first["translator"] == stage2 / "translator.pt"
     stamp = first["translator"].stat().st_mtime_ns

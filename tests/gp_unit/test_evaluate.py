@@ -1,18 +1,21 @@
 """scripts/evaluate.py and the demo's pieces on tiny synthetic data; scripts/benchmark.py smoke run."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from helpers import record_calls, run_script
 
-from gpunit.gp_unit.evaluate import evaluate, format_report
+from gpunit.data.datasets import ImageFolderDataset
+from gpunit.gp_unit.evaluate import evaluate, format_report, translate_test_set
 from gpunit.gp_unit.models import ContentEncoder, Generator, StyleSampler
 from gpunit.gp_unit.translator import Translator
 from gpunit.gp_unit.weights import save_translator
 from gpunit.metrics.content import content_consistency
-from gpunit.metrics.fid import INCEPTION_WEIGHTS_FILE, build_fid_inception
+from gpunit.metrics.domain_classifier import load_or_train_domain_classifier
+from gpunit.metrics.fid import INCEPTION_WEIGHTS_FILE, InceptionFeatures, build_fid_inception, fid_from_features
+from gpunit.metrics.kid import kernel_inception_distance
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,9 +44,20 @@ def test_content_consistency_is_zero_for_the_content_image_itself(tiny_synthetic
 
 def test_evaluate_synthetic_reports_and_skips_missing_weights(tiny_synthetic, translator, tmp_path):
     root = tiny_synthetic
+    content = ImageFolderDataset([str(root / "domains/ellipse/test")], 64, resize="stretch")
     results = evaluate(translator, [str(root / "domains/ellipse/test")], [str(root / "domains/star/test")],
                        num_outputs=2, synthetic_root=str(root), progress=False)
-    assert results["num_inputs"] == 4 and 0 <= results["domain_accuracy"] <= 1
+    assert results["num_inputs"] == 4 and results["num_outputs"] == 2
+    # directly: the share of the same translations (seed 0) that the domain classifier (the one evaluate trained,
+    # read back from its cache) calls "star", and its accuracy on the held-out real images of every domain
+    classifier = load_or_train_domain_classifier(root / "domains")
+    outputs = torch.cat([out for _, out, _ in translate_test_set(translator, content, None, 2, 0, 16, False)])
+    assert results["domain_accuracy"] == sum(p == "star" for p in classifier.predict(outputs)) / 8
+    hits = []
+    for name in classifier.domain_names:
+        held_out = ImageFolderDataset([str(root / "domains" / name / "test")], 64)
+        hits += [p == name for p in classifier.predict(torch.stack([held_out[i]["x"] for i in range(len(held_out))]))]
+    assert len(hits) == 12 and results["domain_classifier_test_accuracy"] == pytest.approx(np.mean(hits))
     assert {"content_centroid_px", "content_random_centroid_px", "content_object_found"} <= set(results)
     assert {"shape_accuracy", "silhouette_iou", "source_shape_accuracy", "random_silhouette_iou"} <= set(results)
     assert results["source_shape_accuracy"] == 0.0  # the untranslated ellipses are no stars
@@ -53,25 +67,38 @@ def test_evaluate_synthetic_reports_and_skips_missing_weights(tiny_synthetic, tr
     assert "Domain accuracy" in report and "Shape accuracy" in report and "skipped" in report
 
 
-def test_evaluate_fid_with_weights_file(tiny_synthetic, translator, tmp_path):
+def test_evaluate_fid_with_weights_file(tiny_synthetic, translator, tmp_path, monkeypatch):
     torch.save(build_fid_inception().state_dict(), tmp_path / INCEPTION_WEIGHTS_FILE)
-    root = tiny_synthetic
-    results = evaluate(translator, [str(root / "domains/ellipse/test")], [str(root / "domains/star/test")],
-                       mode="reference", num_outputs=2, inception_weights=str(tmp_path), progress=False)
-    assert results["fid"] >= 0 and "kid" in results and "fid_kid" not in results["skipped"]
+    content, real = tiny_synthetic / "domains/ellipse/test", tiny_synthetic / "domains/star/test"
+    inception_calls = record_calls(monkeypatch, InceptionFeatures, "forward")
+    results = evaluate(translator, [str(content)], [str(real)], mode="reference", num_outputs=2,
+                       inception_weights=str(tmp_path), progress=False)
+    assert "fid_kid" not in results["skipped"]
+    assert results["weights"]["inception"] == str(tmp_path / INCEPTION_WEIGHTS_FILE)
+    assert results["num_fake"] == 8 and results["num_real"] == 4
+    # Inception saw the exemplar translations (seed 0) and the real images, and FID and KID are those of its
+    # features (Inception itself: tests/metrics/)
+    fakes = torch.cat([out for _, out, _ in translate_test_set(
+        translator, ImageFolderDataset([str(content)], 64, resize="stretch"),
+        ImageFolderDataset([str(real)], 64, resize="stretch"), 2, 0, 16, False)])
+    reals = ImageFolderDataset([str(real)], 64)
+    assert torch.equal(torch.cat([x for x, _ in inception_calls]),
+                       torch.cat([fakes, torch.stack([reals[i]["x"] for i in range(len(reals))])]))
+    features = torch.cat([f for _, f in inception_calls]).double().numpy()
+    assert results["fid"] == pytest.approx(fid_from_features(features[:8], features[8:]), rel=1e-6)
+    assert results["kid"] == pytest.approx(kernel_inception_distance(features[:8], features[8:])[0], rel=1e-6,
+                                           abs=1e-9)
 
 
 def test_evaluate_script(tiny_synthetic, translator, tmp_path):
     path = save_translator(tmp_path / "t.pt", translator.content_encoder, translator.generator, translator.sampler)
     out = tmp_path / "eval.json"
     root = tiny_synthetic
-    result = subprocess.run([sys.executable, "scripts/evaluate.py", "--checkpoint", str(path), "--content",
-                             str(root / "domains/ellipse/test"), "--real", str(root / "domains/star/test"),
-                             "--num-outputs", "2", "--synthetic-root", str(root), "--output", str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "TORCH_HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(out.read_text())["num_outputs"] == 2 and "Centroid error" in result.stdout
+    done = run_script("scripts/evaluate.py", "--checkpoint", path, "--content", root / "domains/ellipse/test",
+                      "--real", root / "domains/star/test", "--num-outputs", 2, "--synthetic-root", root,
+                      "--output", out, env={"TORCH_HOME": tmp_path})
+    assert done.status == 0, done.err[-2000:]
+    assert json.loads(out.read_text())["num_outputs"] == 2 and "Centroid error" in done.out
 
 
 def test_benchmark_script(tmp_path):
@@ -79,26 +106,30 @@ def test_benchmark_script(tmp_path):
     common = ["model.base_channels=8", "model.max_channels=16", "train.batch_size=2", "data.num_workers=0"]
     stage2 = ["model.style_base_channels=8", "model.style_dim=16", "model.style_hidden=8", "model.disc_base_channels=8",
               "model.disc_max_channels=16"]
-    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--stage2", "configs/gp_unit/stage2/synthetic.yaml",
-                             "--stage1", "configs/gp_unit/stage1/synthetic.yaml", "--set", *common, "--set2", *stage2, "--steps", "1",
-                             "--warmup", "0", "--device", "cpu", "--agreement-steps", "2", "--translate-batch", "3",
-                             "--output", str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_script("scripts/benchmark.py", "--stage2", "configs/gp_unit/stage2/synthetic.yaml", "--stage1",
+                        "configs/gp_unit/stage1/synthetic.yaml", "--set", *common, "--set2", *stage2, "--steps", 1,
+                        "--warmup", 0, "--device", "cpu", "--agreement-steps", 2, "--translate-batch", 3,
+                        "--output", out)
+    assert result.status == 0, result.err[-2000:]
     report = json.loads(out.read_text())
     rows = {r["measure"]: r for r in report["rows"]}
     assert {"stage1 step (data)", "stage2 G step", "stage2 D step", "stage2 loader", "translate (exemplar, batch 3)",
             "stage2 step (G+D+EMA, data)", "stage2 step, published fp32"} <= set(rows)
-    assert all(r["ms_per_step"] > 0 and r["images_per_s"] > 0 for r in rows.values())
+    # each row's two figures measure the same time: images per step (batch 2; Stage II: x and y, Stage I: the
+    # pair and an unpaired image) over its seconds per step
+    images = {measure: 4 for measure in rows} | {"stage1 step (data)": 6, "translate (exemplar, batch 3)": 3}
+    for measure, row in rows.items():
+        seconds = row["ms_per_step"] / 1000
+        assert seconds > 0 and row["images_per_s"] == pytest.approx(images[measure] / seconds), measure
     speedup = rows["stage2 step (G+D+EMA, data)"]["images_per_s"] / rows["stage2 step, published fp32"]["images_per_s"]
     assert report["stage2_speedup_over_published"] == pytest.approx(speedup)
-    assert f"{speedup:.2f}x the images/s of the published step" in result.stdout
+    assert f"{speedup:.2f}x the images/s of the published step" in result.out
     # the published step and ours, side by side from the same weights, report the same loss terms
     agreement = {r["term"]: r for r in report["loss_agreement"]}
     assert set(agreement) == {"loss/g/adv", "loss/g/con", "loss/g/sty", "loss/g/msk", "loss/g/rec", "loss/d/adv",
                               "loss/d/r1"}
     assert agreement["loss/d/adv"]["relative_difference"] < 0.05  # two steps: still close to log(4)
-    assert "rel. diff" in result.stdout
+    assert "rel. diff" in result.out
 
 
 def test_benchmark_reads_the_configs_folders_when_present(tiny_synthetic, tmp_path):

@@ -70,7 +70,7 @@ def test_discriminator_style_feature_layer():
     assert d(y, style_layer=1)[1].shape == (3, 8)
     (logits.sum() + f.sum()).backward()
     assert grads_everywhere(d) == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"style_layer must be in 1\.\.8, got 0"):
         d(y, style_layer=0)
 
 

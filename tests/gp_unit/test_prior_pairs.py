@@ -2,13 +2,12 @@
 import json
 import runpy
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 import torch
+from helpers import run_script
 from PIL import Image
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig, one_hot_from_int
 from torchvision.transforms.v2.functional import pil_to_tensor
@@ -188,37 +187,26 @@ def test_shards_and_resize(model, tmp_path):
         bg.generate_pairs(model, tmp_path / "t", [10], num_latents=2, truncations=(0.0, 1.0), progress=False)
 
 
-def test_script_on_tiny_model(biggan_dir, tmp_path, monkeypatch, capsys):
-    script = [sys.executable, str(REPO / "scripts/generate_pairs.py"), "--quiet"]
-    done = subprocess.run(script + ["--out", str(tmp_path), "--biggan", str(biggan_dir), "--classes", "11,232",
-                                    "--num-latents", "2", "--size", "16", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+def test_script_on_tiny_model(biggan_dir, tmp_path):
+    script = ["scripts/generate_pairs.py", "--quiet"]
+    done = run_script(*script, "--out", tmp_path, "--biggan", biggan_dir, "--classes", "11,232", "--num-latents", 2,
+                      "--size", 16, "--device", "cpu")
+    assert done.status == 0, done.err
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")) == [
         "pairs/11_bird/00000.png", "pairs/11_bird/00001.png", "pairs/232_dog/00000.png", "pairs/232_dog/00001.png"]
     assert read(tmp_path / "pairs/11_bird/00000.png").shape == (3, 16, 16)
 
-    # the error path in-process (a second interpreter start costs seconds)
-    monkeypatch.setattr(sys, "argv", script[1:] + ["--out", str(tmp_path / "x"), "--biggan", str(tmp_path / "no")])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(script[1], run_name="__main__")
-    assert exit_.value.code == 2
-    assert capsys.readouterr().err.startswith("error: BigGAN weights: folder")
+    # the error paths
+    done = run_script(*script, "--out", tmp_path / "x", "--biggan", tmp_path / "no")
+    assert done.status == 2 and done.err.startswith("error: BigGAN weights: folder")
 
     # masks asked for without Mask R-CNN weights: stops before generating anything
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
-    monkeypatch.setattr(sys, "argv", script[1:] + ["--out", str(tmp_path / "m"), "--biggan", str(biggan_dir),
-                                                   "--classes", "11,232", "--num-latents", "2", "--size", "16",
-                                                   "--masks", "maskrcnn"])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(script[1], run_name="__main__")
-    out, err = capsys.readouterr()
-    assert exit_.value.code == 2 and "images written" not in out and not (tmp_path / "m/pairs").exists()
-    assert "maskrcnn_resnet50_fpn_v2_coco" in err and "--maskrcnn-weights" in err
-    monkeypatch.setattr(sys, "argv", script[1:] + ["--out", str(tmp_path / "m"), "--min-object-area", "0.1"])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(script[1], run_name="__main__")
-    assert exit_.value.code == 2 and "--masks maskrcnn" in capsys.readouterr().err
+    done = run_script(*script, "--out", tmp_path / "m", "--biggan", biggan_dir, "--classes", "11,232",
+                      "--num-latents", 2, "--size", 16, "--masks", "maskrcnn", env={"TORCH_HOME": tmp_path / "hub"})
+    assert done.status == 2 and "images written" not in done.out and not (tmp_path / "m/pairs").exists()
+    assert "maskrcnn_resnet50_fpn_v2_coco" in done.err and "--maskrcnn-weights" in done.err
+    done = run_script(*script, "--out", tmp_path / "m", "--min-object-area", 0.1)
+    assert done.status == 2 and "--masks maskrcnn" in done.err
 
 
 # --------------------------------------------------------------------------------- masks

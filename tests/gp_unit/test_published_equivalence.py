@@ -51,18 +51,18 @@ def test_generator_and_sampler(stage2):
     g = load("generator", stage2["generator"])
     sampler = load("sampler", stage2["sampler"])
 
-    def translate(style_key, use_skip=True):  # G(content features, a stored style code) as image, masks
-        return lambda net, f: net(f["content_features"], f[style_key], use_skip=use_skip)
+    def exemplar(net, f):  # Es(style image), then G(content features, that code) with and without skips
+        code = net.style_encoder(f["style_image"])
+        translation, masks = net(f["content_features"], code)
+        no_skip, no_masks = net(f["content_features"], code, use_skip=False)
+        assert no_masks == []  # no masks without skip connections
+        return [code, translation, masks, no_skip]
 
-    def exemplar(use_skip):
-        return lambda net, f: net(f["content_features"], net.style_encoder(f["style_image"]), use_skip=use_skip)
-
-    assert_reproduces(g, lambda net, f: net.style_encoder(f["style_image"]), stage2, "style_code")
-    assert_reproduces(g, exemplar(True), stage2, ["translation", "masks"])
-    assert_reproduces(g, lambda net, f: exemplar(False)(net, f)[0], stage2, "translation_noskip")
-    assert exemplar(False)(g, stage2.view(torch.float32))[1] == []  # no masks without skip connections
+    # the 256 px style encoder is the costly part: one pass per precision serves all four outputs
+    assert_reproduces(g, exemplar, stage2, ["style_code", "translation", "masks", "translation_noskip"])
     assert_reproduces(sampler, lambda net, f: net(f["latent_z"]), stage2, "latent_style")
-    assert_reproduces(g, translate("latent_style"), stage2, ["latent_translation", "latent_masks"])
+    assert_reproduces(g, lambda net, f: net(f["content_features"], f["latent_style"]), stage2,
+                      ["latent_translation", "latent_masks"])
     assert_reproduces(sampler.train(), lambda net, f: net(f["latent_z"]), stage2, "latent_style_trainbn")
 
 
@@ -70,11 +70,23 @@ def test_generator_and_sampler(stage2):
 def test_discriminator(stage2, snpi):
     d = load("discriminator", stage2["discriminator"], stage2["discriminator_sn_uv"] if snpi else None)
     sfx = "_snpi" if snpi else ""
-    assert_reproduces(d, lambda net, f: net(f["style_image"], style_layer=4), stage2,
-                      ["disc_logits" + sfx, "disc_style_feat" + sfx])
-    if not snpi:
-        assert_reproduces(d, lambda net, f: net(f["style_image"], style_layer=len(net.model)), stage2,
-                          ["disc_logits_layer10", "disc_style_feat_layer10"])
+    if snpi:
+        assert_reproduces(d, lambda net, f: net(f["style_image"], style_layer=4), stage2,
+                          ["disc_logits" + sfx, "disc_style_feat" + sfx])
+        return
+
+    def both_layers(net, f):  # f_D after 4 modules and after all of them, from one 256 px pass
+        last = []
+        hook = net.model[-1].register_forward_hook(lambda module, args, out: last.append(out.mean(dim=(2, 3))))
+        logits, style_feat = net(f["style_image"], style_layer=4)
+        hook.remove()
+        return [logits, style_feat, logits, last[0]]
+
+    assert_reproduces(d, both_layers, stage2, ["disc_logits", "disc_style_feat", "disc_logits_layer10",
+                                               "disc_style_feat_layer10"])
+    y = stage2["style_image"][:1]  # and the forward's own style_layer=len(model) is that hooked mean
+    with torch.no_grad():
+        torch.testing.assert_close(d(y, style_layer=len(d.model))[1], both_layers(d, {"style_image": y})[3])
 
 
 @pytest.mark.parametrize("snpi", [False, True], ids=["raw", "snpi"])

@@ -14,6 +14,7 @@ from gpunit.metrics.fid import (
     INCEPTION_WEIGHTS_FILE,
     InceptionFeatures,
     build_fid_inception,
+    feature_statistics,
     fid_from_features,
     frechet_distance,
     per_class_scores,
@@ -70,8 +71,10 @@ def test_fid_with_fewer_samples_than_dimensions_is_finite_and_exact():
     ca, cb = a - a.mean(0), b - b.mean(0)
     cross = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / np.sqrt(9 * 11)
     expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + (ca ** 2).sum() / 9 + (cb ** 2).sum() / 11 - 2 * cross
-    fid = fid_from_features(a, b)
+    fid = fid_from_features(a, b)  # through the features (n < d)
     assert np.isfinite(fid) and fid == pytest.approx(expected, rel=1e-6)
+    # the same distance through the 64 x 64 covariances and their roots (the route for n >= d)
+    assert frechet_distance(*feature_statistics(a), *feature_statistics(b)) == pytest.approx(fid, rel=1e-6)
 
 
 def test_frechet_distance_rejects_bad_input():

@@ -7,11 +7,7 @@ are the README's (section 7): features 1e-5 relative, FID 1e-5 relative, LPIPS 1
 (random features ~1e10), so it is compared relatively; the observed spread over threads, batch sizes, shuffles and
 SciPy versions is below 1e-7.
 """
-import contextlib
-import io
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms.functional as TF
+from helpers import run_script
 from PIL import Image
 
 from gpunit.data.datasets import ImageFolderDataset
@@ -70,31 +67,41 @@ def networks(torch_home):
         return pp.load_networks()
 
 
-def run_script(script: str, *args, env: dict | None = None) -> tuple[int, str, str]:
-    """A script in this process (no second torch import); returns (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        for key, value in (env or {}).items():
-            mp.setenv(key, value)
-        mp.setattr(sys, "argv", [script, *map(str, args)])
-        try:
-            runpy.run_path(str(REPO / script), run_name="__main__")
-            status = None
-        except SystemExit as done:
-            status = done.code or 0
-    assert status is not None, "the script did not exit through run_main"
-    return status, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(scope="module")
-def folder_run(fx, torch_home, tmp_path_factory):
-    """scripts/evaluate.py --protocol paper on the fixture's folders (the one full FID of the default suite)."""
-    out = tmp_path_factory.mktemp("paper_eval") / "eval.json"
+def score_fixture_folders(fx, torch_home, out: Path) -> tuple[dict, str]:
     status, stdout, stderr = run_script("scripts/evaluate.py", "--protocol", "paper", "--real", fx["root"] / "real",
                                         "--fake", fx["root"] / "fake", "--output", out, "--no-progress",
                                         env={"TORCH_HOME": str(torch_home)})
     assert status == 0, stderr[-3000:]
     return json.loads(out.read_text()), stdout
+
+
+@pytest.fixture(scope="module")
+def folder_run(fx, torch_home, tmp_path_factory):
+    """scripts/evaluate.py --protocol paper on the fixture's folders, as a user runs it, except for its two costly
+    pieces (80 s of a 2-core CPU): Inception's 100 forward passes give the fixture's own features (looked up by
+    file; our network computes five of them in test_inception_features_match_the_fixture, and all in the slow
+    test_full_cli_run_reproduces_the_fixture_fid), and the 2048x2048 sqrtm of those features gives the fixture's
+    FID only if our Frechet distance is handed exactly those features. LPIPS, file discovery, grouping, weights
+    and the report run for real."""
+    files = {name: row for split in ("real", "fake") for row, name in enumerate(fx["files"][split])}
+    stored = {"real": fx["inception"]["features_real"].numpy(), "fake": fx["inception"]["features_fake"].numpy()}
+    seen = {}
+
+    def fixture_features(inception, paths, *args, **kwargs):
+        split = Path(paths[0]).parent.name
+        seen[split] = [Path(p).name for p in paths]
+        return stored[split][[files[Path(p).name] for p in paths]]
+
+    def fixture_fid(real, fake):
+        rows = {split: [files[n] for n in seen[split]] for split in seen}
+        assert np.array_equal(real, stored["real"][rows["real"]]) and np.array_equal(fake, stored["fake"][rows["fake"]])
+        assert sorted(rows["real"]) == list(range(40)) and sorted(rows["fake"]) == list(range(60))
+        return float(fx["fid"]["fid_file_order_bs50"])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pp, "inception_features", fixture_features)
+        mp.setattr(pp, "fid_from_features", fixture_fid)
+        return score_fixture_folders(fx, torch_home, tmp_path_factory.mktemp("paper_eval") / "eval.json")
 
 
 def fingerprint(t: torch.Tensor) -> torch.Tensor:
@@ -174,6 +181,28 @@ def test_lpips_pairs_and_one_inputs_diversity_match_the_fixture(networks, fx):
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow  # 100 Inception passes at 299 px and a 2048x2048 sqrtm: ~90 s on a 2-core CPU
+def test_full_cli_run_reproduces_the_fixture_fid(fx, torch_home, tmp_path):
+    results, _ = score_fixture_folders(fx, torch_home, tmp_path / "eval.json")
+    assert results["fid"] == pytest.approx(fx["fid"]["fid_calculate_fid_given_paths"], rel=FID_RTOL)
+    assert results["lpips_diversity"] == pytest.approx(fx["lpips"]["diversity"], abs=LPIPS_ATOL)
+
+
+def test_frechet_distance_is_the_protocols_formula_with_scipys_sqrtm():
+    """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)) on small full-rank statistics, against the same formula
+    through the eigenvalues of S2^1/2 S1 S2^1/2 (the fixture-sized case runs in the slow tests)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 16)).astype(np.float32), (rng.normal(size=(150, 16)) * 1.5 + 0.3).astype(np.float32)
+    (mu1, s1), (mu2, s2) = pp.feature_statistics(a), pp.feature_statistics(b)
+    assert mu1.dtype == np.float32 and s1.dtype == np.float64  # StarGAN v2's dtypes
+    w, v = np.linalg.eigh(s2)
+    root = (v * np.sqrt(w)) @ v.T
+    expected = float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
+                     - 2 * np.sqrt(np.linalg.eigvalsh(root @ s1 @ root)).sum())
+    assert pp.fid_from_features(a, b) == pytest.approx(expected, rel=1e-9)
+    assert pp.fid_from_features(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_cli_scores_a_folder_of_outputs_as_the_papers_code(folder_run, fx):
     results, stdout = folder_run
     assert results["fid"] == pytest.approx(fx["fid"]["fid_calculate_fid_given_paths"], rel=FID_RTOL)

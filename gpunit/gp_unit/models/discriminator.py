@@ -7,7 +7,7 @@ after ``style_layer`` modules, for the style loss (Eq. 4).
 
 ``spectral_norm=False`` drops the spectral norm (R1 alone then regularises D). At the built-in
 demo's scale a spectrally normalised D separates real stars from star-textured blobs only slowly
-(held-out accuracy 0.61 after 600 D-only steps at lr 1e-4, 0.78 without it; README, "Shape"), so
+(held-out accuracy 0.61 after 600 D-only steps at lr 1e-4, 0.78 without it; docs/gp_unit.md, "How the demo draws stars"), so
 G does not learn the star's outline there.
 """
 from __future__ import annotations

@@ -1,0 +1,72 @@
+"""Helpers shared by the test groups (``tests/`` is on ``sys.path``: ``from helpers import run_script``)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import runpy
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ScriptRun(NamedTuple):
+    status: int
+    out: str
+    err: str
+
+
+def run_script(script: str | Path, *args, env: dict | None = None) -> ScriptRun:
+    """``python <script> <args>`` from the repository root, in this process: a new interpreter costs ~7 s of
+    imports (torch, torchvision) before any work. Returns the exit status (the ``SystemExit`` of
+    ``gpunit.engine.cli.run_main``; a script that returns without one fails the test), stdout and stderr.
+
+    ``env`` sets environment variables for the run. stderr also gets the INFO log lines that the script's
+    ``logging.basicConfig`` would print: under pytest the root logger has handlers already, so that call does
+    nothing here, and a handler of our own stands in for it.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        for key, value in (env or {}).items():
+            mp.setenv(key, str(value))
+        mp.chdir(REPO)
+        mp.setattr(sys, "argv", [str(script), *map(str, args)])
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            runpy.run_path(str(REPO / script), run_name="__main__")
+            status = None
+        except SystemExit as done:
+            status = done.code or 0
+            if isinstance(status, str):  # sys.exit("message"): the interpreter prints it and exits with 1
+                print(status, file=sys.stderr)
+                status = 1
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
+    assert status is not None, f"{script} did not exit through run_main"
+    return ScriptRun(status, out.getvalue(), err.getvalue())
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[tuple]:
+    """Record the calls of the method ``owner.name`` from now on (until ``monkeypatch`` undoes it), which still
+    run: a list that fills with (its first argument after self, its result), both cloned. For checking a figure
+    from the very features a costly network computed for it, instead of running the network again."""
+    calls = []
+    method = getattr(owner, name)
+
+    def recorded(self, x, *args, **kwargs):
+        out = method(self, x, *args, **kwargs)
+        calls.append((x.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
