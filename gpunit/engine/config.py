@@ -43,9 +43,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: int = 0
     device: str = "auto"           # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"
-    precision: str = "fp32"        # "fp32", "bf16", "fp16" (autocast; fp16 adds loss scaling) or "auto" (bf16
-                                   # where the device runs it fast: CUDA with bf16 tensor cores, CPUs with AMX)
-    channels_last: bool = False    # NHWC memory format (faster convolutions on recent GPUs)
+    precision: str = "fp32"        # "fp32", "bf16", "fp16" (autocast; fp16 adds loss scaling) or "auto" (the
+                                   # fastest, timed on this run's step before it starts: engine/precision_probe.py)
+    channels_last: bool | str = False  # NHWC memory format; "auto": timed like precision
     compile: bool = False          # torch.compile the networks (slow start, faster steps)
 
 # ----------------------------------------------------------------------------- loading
@@ -166,17 +166,24 @@ def _apply(cfg: Any, values: Any, source: str, valid_keys: list[str], prefix: st
         try:
             setattr(cfg, key, _coerce(value, expected))
         except TypeError:
-            raise ConfigError(f"'{dotted}' in {source} expects {_type_name(expected)}, got {value!r}") from None
+            # YAML 1.1 reads `{16:1}` as {961: None} (base 60): the usual cause of a dict of None values
+            spaces = (" (write {16: 1, 8: 1} with a space after each colon: YAML reads 16:1 as one base-60 number)"
+                      if isinstance(value, dict) and value and all(v is None for v in value.values()) else "")
+            raise ConfigError(f"'{dotted}' in {source} expects {_type_name(expected)}, got {value!r}{spaces}") from None
 
 
 def _coerce(value: Any, expected: Any) -> Any:
     """``value`` as type ``expected``; TypeError when it is not one."""
     origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if origin in (types.UnionType, typing.Union):  # only `X | None` occurs
+    if origin in (types.UnionType, typing.Union):  # `X | None`, or `bool | str` (true, false or "auto")
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner)
+        for inner in [a for a in args if a is not type(None)]:
+            try:
+                return _coerce(value, inner)
+            except TypeError:
+                pass
+        raise TypeError
     if origin is dict:
         if not isinstance(value, dict):
             raise TypeError

@@ -11,6 +11,7 @@ from gpunit.engine.config import (
     load_config,
     save_config,
 )
+from gpunit.deepi2i.config import DeepI2IConfig
 from gpunit.gp_unit.config import Stage1Config, Stage2Config
 
 
@@ -159,6 +160,13 @@ def test_mapping_of_folder_counts(tmp_path):
         load_config(None, Stage1Config, ["data.domain_counts=[1, 2]"])
     save_config(load_config(path, Stage1Config), tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml", Stage1Config).data.domain_counts == {"1001_face": 29000, "7": 5}
+
+
+def test_a_width_table_without_spaces_is_explained():
+    cfg = load_config(None, DeepI2IConfig, ["model.fusion_weights={16: 1, 8: 0.5}"])
+    assert cfg.model.fusion_weights == {16: 1.0, 8: 0.5}
+    with pytest.raises(ConfigError, match=r"got \{961: None, 481: None\} \(write \{16: 1, 8: 1\} with a space"):
+        load_config(None, DeepI2IConfig, ["model.fusion_weights={16:1, 8:1}"])  # YAML 1.1: 16:1 is base 60
 
 
 # ----------------------------------------------------------------------------- files
