@@ -35,7 +35,7 @@ also resnet50-11ad3fa6.pth or resnet50-0676ba61.pth (--resnet-weights; without i
 import argparse
 from pathlib import Path
 
-from gpunit.data.images import RESIZE_POLICIES
+from gpunit.data.images import RESIZE_POLICIES, scan_images
 from gpunit.deepi2i.evaluate import evaluate_deepi2i, format_deepi2i_report, score_on_synthetic_data
 from gpunit.deepi2i.translator import is_deepi2i_path
 from gpunit.engine.cli import run_main
@@ -155,6 +155,11 @@ def check_options(p: argparse.ArgumentParser, args, deepi2i: bool) -> None:
             p.error("--protocol standard needs --checkpoint and --content")
         if args.fake:
             p.error("--fake is for --protocol paper")
+    for folder in args.real:  # a missing or empty folder would be scored as nothing
+        try:
+            scan_images(folder)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+            p.error(f"--real: {err}")
 
 
 if __name__ == "__main__":

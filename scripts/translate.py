@@ -19,6 +19,7 @@ grids/grid_<i>_<j>.png pages (one row per input, one column per class). Existing
 unless --overwrite.
 """
 import argparse
+from pathlib import Path
 
 from gpunit.data.images import RESIZE_POLICIES
 from gpunit.engine.cli import run_main
@@ -63,6 +64,8 @@ def main() -> int:
         parser.error("--style-pairing needs style images (--style)")
     if (args.target_class or args.all_classes) and (args.style is not None or args.content_encoder is not None):
         parser.error("--target-class/--all-classes are for DeepI2I checkpoints, --style/--content-encoder for GP-UNIT")
+    if Path(args.output).exists() and not Path(args.output).is_dir():  # found before the model runs, not after
+        parser.error(f"--output {args.output} is a file, not a folder: give a folder (it is created if missing)")
 
     translator = load_translator(args.checkpoint, args.content_encoder, device=resolve_device(args.device),
                                  precision=args.precision, class_names=args.class_names)

@@ -5,6 +5,9 @@ from pathlib import Path
 # region of a tiny test network then waits for a time slice, and a training step takes ten times longer. Waiting
 # threads sleep instead. Set before torch loads its OpenMP runtime; subprocesses (scripts, torchrun) inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# train.precision/channels_last=auto without the timed probe (gpunit/engine/precision_probe.py): tests that compare
+# two runs must not depend on which setting a shared machine happened to time faster
+os.environ.setdefault("GPUNIT_PROBE", "off")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

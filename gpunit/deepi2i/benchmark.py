@@ -9,11 +9,18 @@ each on a **small** set (``small_per_class`` images per class) and on the **larg
 Every run is scored on held-out inputs (:mod:`gpunit.metrics.synthetic_classes`) and the table gives the
 mean and spread over seeds. Runs are independent processes (``jobs`` at a time, one thread each), and a
 finished run is reused when the benchmark is started again.
+
+:func:`step_benchmark` is the speed side (issue 26): ms per BigGAN and DeepI2I step, their FLOPs and the fraction
+of the device's peak (``scripts/benchmark.py --biggan ... --deepi2i ...``).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
+import resource
+import statistics
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,12 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from gpunit.biggan.models import fused_resolutions
+from gpunit.biggan.trainer import BigGANTrainer
+from gpunit.biggan.weights import save_biggan
 from gpunit.deepi2i.config import DeepI2IConfig
 from gpunit.deepi2i.evaluate import score_on_synthetic_data
-from gpunit.deepi2i.trainer import run_deepi2i
+from gpunit.deepi2i.trainer import DeepI2ITrainer, run_deepi2i
 from gpunit.deepi2i.translator import load_deepi2i_translator
+from gpunit.engine import flops
 from gpunit.engine.config import load_config
 
 VARIANTS = ("transfer", "scratch", "no_adaptor")
@@ -136,3 +147,69 @@ def format_table(runs: list[dict]) -> str:
     lines.append(f"\nseeds {seeds}; random pairing: centroid {random['centroid_px']:.2f} px, "
                  f"angle {random['angle_deg']:.1f} deg; chance accuracy {runs[0]['chance']:.3f}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- step speed and FLOPs (issue 26)
+def step_benchmark(biggan_cfg, deepi2i_cfg=None, device: torch.device = torch.device("cpu"), steps: int = 5,
+                   warmup: int = 2) -> list[dict]:
+    """Median ms per step, FLOPs per step, achieved FLOP/s and the fraction of the device's peak of the BigGAN
+    step (``biggan_cfg``) and of the DeepI2I step (``deepi2i_cfg``, transferring from that BigGAN with its initial
+    weights: the time does not depend on them), on random images of the configs' classes and size."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        biggan_cfg = copy.deepcopy(biggan_cfg)
+        size = biggan_cfg.model.image_size
+        for c, name in enumerate(["ellipse", "star", "ring"]):
+            _random_images(tmp / "domains" / name / "train", max(biggan_cfg.train.batch_size, 4), size, c)
+        d = biggan_cfg.data
+        d.root, d.class_subfolder, d.num_workers = str(tmp / "domains"), "train", 0
+        torch.manual_seed(biggan_cfg.train.seed)
+        trainers = {"biggan step (G+D+EMA, data)": BigGANTrainer(biggan_cfg, device)}
+        g = trainers["biggan step (G+D+EMA, data)"]
+        if deepi2i_cfg is not None:
+            deepi2i_cfg = copy.deepcopy(deepi2i_cfg)
+            path = save_biggan(tmp / "biggan.pt", g.generator, g.discriminator, copy.deepcopy(g.generator),
+                               g.class_names)
+            deepi2i_cfg.init.path, deepi2i_cfg.data.root = str(path), str(tmp / "domains")
+            deepi2i_cfg.data.class_subfolder, deepi2i_cfg.data.num_workers = "train", 0
+            torch.manual_seed(deepi2i_cfg.train.seed)
+            trainers["deepi2i step (phase 2, data)"] = DeepI2ITrainer(deepi2i_cfg, device)
+        for name, trainer in trainers.items():
+            # phase 2 of DeepI2I (G trains too) is most of its schedule
+            first = getattr(trainer, "phase1_steps", 0) + 1
+            trainer.resolve_auto_settings(first)
+            counted = flops.count_step(trainer, first)
+            counter = iter(range(first, 1_000_000))
+            row = _timed_row(name, lambda: trainer.train_step(next(counter)), steps, warmup, trainer.images_per_step,
+                             device)
+            row.update(precision=trainer.precision, channels_last=trainer.channels_last, flops_method=counted["method"],
+                       flops_by_network=counted["by_network"])
+            rows.append(flops.annotate(row, counted["total"], flops.peak(device, trainer.precision)["flops"]))
+    return rows
+
+
+def _random_images(folder: Path, count: int, size: int, seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+
+
+def _timed_row(name: str, fn, steps: int, warmup: int, images: int, device: torch.device) -> dict:
+    """The row of gpunit.gp_unit.benchmark's table: median ms per call after ``warmup``, images/s, peak memory."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    ms = statistics.median(times) * 1000
+    memory = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"measure": name, "ms_per_step": ms, "images_per_s": images / (ms / 1000), "peak_memory_mb": memory}

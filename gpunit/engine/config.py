@@ -66,7 +66,22 @@ def load_config(path: str | Path | None, cls: type[C], overrides: Sequence[str] 
             _apply(cfg, values, source, valid_keys)
     for override in overrides:
         _apply(cfg, _parse_override(override, cls), "--set", valid_keys)
+    _check_counts(cfg)
     return cfg
+
+
+# counts of TrainConfig that must be at least 1: `train.iterations=0` would export untrained weights
+_POSITIVE = ("iterations", "batch_size", "accumulate", "log_every", "image_every", "checkpoint_every",
+             "keep_checkpoints")
+
+
+def _check_counts(cfg: Any) -> None:
+    for section in dataclasses.fields(cfg):
+        train = getattr(cfg, section.name)
+        if isinstance(train, TrainConfig):
+            for key in _POSITIVE:
+                if getattr(train, key) < 1:
+                    raise ConfigError(f"'{section.name}.{key}' must be a positive number, got {getattr(train, key)}")
 
 
 def moved_config(path: Path) -> Path | None:

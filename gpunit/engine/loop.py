@@ -21,6 +21,7 @@ from torch import Tensor
 
 from gpunit.engine import distributed
 from gpunit.engine.checkpoints import CHECKPOINT_FORMAT, CheckpointError, CheckpointManager
+from gpunit.engine.lock import lock_run_dir
 from gpunit.engine.logger import RunLogger
 from gpunit.engine.progress import logging_above, progress_bar
 from gpunit.engine.rng import capture_rng_state, preserved_rng_state, restore_rng_state, seed_everything
@@ -72,20 +73,21 @@ class NonFiniteWatch:
 
 # ----------------------------------------------------------------------------- stop signal
 class StopSignal:
-    """Turn SIGINT/SIGTERM into a flag so the loop can checkpoint and return; a second Ctrl+C aborts."""
+    """Turn SIGINT/SIGTERM into a flag so the loop can checkpoint and return; a second Ctrl+C aborts.
+    ``signum`` is the first signal received (None without one)."""
 
     def __init__(self):
-        self._requested = False
+        self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     @property
     def requested(self) -> bool:
-        return self._requested
+        return self.signum is not None
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self._requested and signum == signal.SIGINT:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self._requested = True
+        self.signum = self.signum or signum
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
@@ -97,6 +99,16 @@ class StopSignal:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+class StoppedBySignal(Exception):
+    """A run stopped by SIGTERM/SIGINT after saving its checkpoint; the program exits with ``exit_status``
+    (the shell's 128 + signal number: 143 for SIGTERM, 130 for SIGINT), so ``train && translate`` stops too."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step, self.exit_status = signum, step, 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} after saving step {step} (exit status "
+                         f"{self.exit_status}); rerun the same command with --resume auto to continue")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -130,24 +142,31 @@ class TrainerProtocol(Protocol):
 
 def train_loop(trainer: TrainerProtocol, *, run_dir: Path, total_steps: int, log_every: int, image_every: int,
                checkpoint_every: int, keep_checkpoints: int, resume: str | None, nan_check_every: int | None = None,
-               logger: RunLogger | None = None, progress: bool = True) -> int:
+               logger: RunLogger | None = None, progress: bool = True, stop: StopSignal | None = None) -> int:
     """Run steps ``start+1 .. total_steps`` and return the last finished step.
 
     Every step's losses are watched for NaN/inf on the device; the watch is read every
     ``nan_check_every`` steps (default: ``log_every``) and always before a checkpoint is written,
     so a normal step never waits for the device and no non-finite state is ever saved.
 
-    ``resume``: None (fresh run), ``"auto"`` (latest checkpoint in ``run_dir``) or a checkpoint path.
-    A checkpoint at step k means k steps are done; it holds the trainer state and every RNG, so a
-    resumed run continues bitwise identically on the same hardware.
+    ``resume``: None (fresh run), ``"auto"`` (the newest checkpoint in ``run_dir`` that verifies) or a
+    checkpoint path. A checkpoint at step k means k steps are done; it holds the trainer state and every
+    RNG, so a resumed run continues bitwise identically on the same hardware.
+
+    ``stop``: the :class:`StopSignal` to use (its ``signum`` then tells the caller why the run returned early).
+    The trainer's ``close()``, when it has one, runs on the way out, also on an error: loader workers must
+    not keep a failed run alive.
     """
     nan_check_every = log_every if nan_check_every is None else nan_check_every
-    for name, value in [("log_every", log_every), ("image_every", image_every),
+    for name, value in [("total_steps (train.iterations)", total_steps), ("log_every", log_every),
+                        ("image_every", image_every),
                         ("checkpoint_every", checkpoint_every), ("nan_check_every", nan_check_every)]:
         if value < 1:
             raise ValueError(f"{name} must be a positive number of steps, got {value}")
     run_dir = Path(run_dir)
     main = distributed.is_main()  # in a torchrun job only rank 0 logs, samples and saves
+    if main:
+        lock_run_dir(run_dir)  # one process per run folder (already held when run_training prepared it)
     checkpoints = CheckpointManager(run_dir, keep_checkpoints)
     start = _resume(trainer, checkpoints, resume) if resume is not None else 0
     own_logger = logger is None
@@ -170,7 +189,7 @@ def train_loop(trainer: TrainerProtocol, *, run_dir: Path, total_steps: int, log
     bar = progress_bar(total=total_steps, initial=start, disable=not (progress and main), desc=run_dir.name,
                        unit="step", dynamic_ncols=True)
     try:
-        with StopSignal() as stop, logging_above(bar):
+        with stop or StopSignal() as stop, logging_above(bar):
             for step in range(start + 1, total_steps + 1):
                 losses = trainer.train_step(step)
                 meter.add(losses)
@@ -205,6 +224,8 @@ def train_loop(trainer: TrainerProtocol, *, run_dir: Path, total_steps: int, log
                                 "command with --resume auto (or --resume %s)", step, path, path)
                     return step
     finally:
+        if hasattr(trainer, "close"):  # first: closing the logger may fail too on a full disk
+            trainer.close()
         bar.close()
         if own_logger:
             logger.close()
@@ -253,11 +274,7 @@ def _restore_process_rng(state: dict) -> None:
 
 def _resume(trainer: TrainerProtocol, checkpoints: CheckpointManager, resume: str) -> int:
     """Load trainer state and RNGs from ``resume`` ("auto" or a path); return the finished step."""
-    path = checkpoints.latest() if resume == "auto" else Path(resume)
-    if path is None:
-        raise FileNotFoundError(f"--resume auto: no checkpoint in {checkpoints.dir}; start without --resume "
-                                "or pass --resume PATH to a checkpoint")
-    state = checkpoints.load(path)
+    path, state = _auto_checkpoint(checkpoints) if resume == "auto" else (Path(resume), checkpoints.load(resume))
     if state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a gpunit training checkpoint (format {state.get('format')!r}, "
                               f"expected {CHECKPOINT_FORMAT!r}); pass a file from <run>/checkpoints/")
@@ -267,3 +284,17 @@ def _resume(trainer: TrainerProtocol, checkpoints: CheckpointManager, resume: st
     return int(state["step"])
 
 
+def _auto_checkpoint(checkpoints: CheckpointManager) -> tuple[Path, dict]:
+    """The newest checkpoint that reads and verifies, and its state; damaged newer ones are skipped with a
+    warning (and left as they are: the run overwrites them when it saves those steps again)."""
+    found = checkpoints.all()
+    if not found:
+        raise FileNotFoundError(f"--resume auto: no checkpoint in {checkpoints.dir}; start without --resume "
+                                "or pass --resume PATH to a checkpoint")
+    for path in found:
+        try:
+            return path, checkpoints.load(path)
+        except CheckpointError as err:
+            log.warning("%s. Skipping it: resuming from an earlier checkpoint", err)
+    raise CheckpointError(f"--resume auto: none of the {len(found)} checkpoints in {checkpoints.dir} can be used "
+                          "(see the warnings above); start the run again without --resume")

@@ -25,7 +25,8 @@ from gpunit.engine import distributed
 from gpunit.engine.checkpoints import CheckpointManager
 from gpunit.engine.config import config_to_dict, flat_config
 from gpunit.engine.device import resolve_device
-from gpunit.engine.loop import train_loop
+from gpunit.engine.lock import RunLockedError, lock_run_dir
+from gpunit.engine.loop import StopSignal, StoppedBySignal, train_loop
 from gpunit.engine.rng import per_process_seed, seed_everything
 
 
@@ -37,13 +38,14 @@ class RunExistsError(RuntimeError):
 def prepare_run_dir(out_dir: str | Path, name: str, config_dict: dict, resume: bool) -> Path:
     """Create ``<out_dir>/<name>/`` with ``config.yaml`` and ``meta.json``; refuse to clobber a run.
 
-    Both files describe the current invocation, so a resumed run records the config it resumed with.
+    Both files describe the current invocation, so a resumed run records the config it resumed with. The
+    folder's lock is taken first: a second process on it refuses before writing anything (:mod:`.lock`).
     """
     run_dir = Path(out_dir) / name
+    lock_run_dir(run_dir)
     if not resume and CheckpointManager(run_dir, keep=1).latest() is not None:
         raise RunExistsError(f"run folder {run_dir} already holds checkpoints; pass --resume auto to continue "
                              "that run, or choose another run name")
-    run_dir.mkdir(parents=True, exist_ok=True)
     if dataclasses.is_dataclass(config_dict):
         config_dict = dataclasses.asdict(config_dict)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
@@ -91,10 +93,14 @@ def start_run(out_dir, name: str, config_dict: dict, seed: int, device_spec: str
     """
     device = distributed.init_from_env(device_spec) or resolve_device(device_spec)
     seed_everything(seed)
-    run_dir = Path(out_dir) / name
-    if distributed.is_main():
-        run_dir = prepare_run_dir(out_dir, name, config_dict, resume=resume)
-    distributed.barrier()
+    run_dir, refused = Path(out_dir) / name, None
+    if distributed.is_main():  # rank 0 takes the folder's lock for every rank of this launch
+        try:
+            run_dir = prepare_run_dir(out_dir, name, config_dict, resume=resume)
+        except (RunLockedError, RunExistsError) as err:
+            refused = err
+    if distributed.any_process(refused is not None):  # the other ranks stop too instead of waiting for rank 0
+        raise refused or RunExistsError(f"rank 0 cannot use the run folder {run_dir} (its message says why)")
     return device, run_dir
 
 
@@ -102,8 +108,8 @@ def run_training(cfg, make_trainer, resume: str | None, progress: bool = True):
     """Set up the run (device, seeds, run folder), build the trainer and train it to the end.
 
     ``cfg`` is a method's config (``name``, ``out_dir``, ``train``: a TrainConfig); returns (trainer,
-    run_dir) when the run finished on the process that exports (rank 0), None when it was interrupted
-    or on another rank.
+    run_dir) when the run finished on the process that exports (rank 0), None on another rank. A run
+    stopped by a signal raises :class:`StoppedBySignal` after saving its checkpoint.
     """
     t = cfg.train
     device, run_dir = start_run(cfg.out_dir, cfg.name, config_to_dict(cfg), t.seed, t.device,
@@ -111,9 +117,12 @@ def run_training(cfg, make_trainer, resume: str | None, progress: bool = True):
     trainer = make_trainer(cfg, device)
     trainer.progress = progress
     per_process_seed(t.seed)
+    stop = StopSignal()
     step = train_loop(trainer, run_dir=run_dir, total_steps=t.iterations, log_every=t.log_every,
                       image_every=t.image_every, checkpoint_every=t.checkpoint_every,
-                      keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress)
+                      keep_checkpoints=t.keep_checkpoints, resume=resume, progress=progress, stop=stop)
+    if step < t.iterations and stop.signum is not None:
+        raise StoppedBySignal(stop.signum, step)
     if step < t.iterations or not distributed.is_main():
         return None
     return trainer, run_dir

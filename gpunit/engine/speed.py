@@ -18,6 +18,11 @@ def check_precision(precision: str, option: str = "train.precision") -> None:
         raise ValueError(f"{option} must be one of {sorted(PRECISIONS) + ['auto']}, got '{precision}'")
 
 
+def check_channels_last(channels_last, option: str = "train.channels_last") -> None:
+    if channels_last not in (True, False, "auto"):
+        raise ValueError(f"{option} must be true, false or auto, got {channels_last!r}")
+
+
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast made our training steps faster on this kind of device.
 
@@ -32,8 +37,9 @@ def fast_bf16(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, option: str = "train.precision") -> str:
-    """``"auto"`` becomes bf16 where :func:`fast_bf16` says it pays and fp32 elsewhere (logged);
-    other values are checked and returned as they are."""
+    """``"auto"`` without a measurement (translation, or ``GPUNIT_PROBE=off``): bf16 where :func:`fast_bf16`
+    says it pays and fp32 elsewhere (logged); other values are checked and returned as they are. A trainer's
+    ``auto`` is measured instead (:mod:`gpunit.engine.precision_probe`)."""
     check_precision(precision, option)
     if precision != "auto":
         return precision

@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from gpunit.data.datasets import make_loader
-from gpunit.engine import accumulate, distributed, speed
+from gpunit.engine import accumulate, distributed, precision_probe, speed
 from gpunit.engine.checkpoints import CheckpointError
 from gpunit.engine.optim import adam
 
@@ -61,6 +61,12 @@ class _Loader:
     def restart_at(self, consumed: int) -> None:
         self.consumed, self.iterator = int(consumed), None  # a loader over the old position is dropped
 
+    def close(self) -> None:
+        """Stop the worker processes now (a later ``next`` opens a new loader at the same position)."""
+        iterator, self.iterator = self.iterator, None
+        if hasattr(iterator, "_shutdown_workers"):  # what DataLoader's own __del__ calls; a traceback may keep
+            iterator._shutdown_workers()            # the iterator alive, and the workers with it, long after
+
 
 class Trainer:
     """What :func:`gpunit.engine.loop.train_loop` drives; see the module docstring for what a method adds.
@@ -76,10 +82,16 @@ class Trainer:
     legacy_optimizer_keys: dict[str, str] = {}
 
     def __init__(self, train, device: torch.device, num_workers: int = 0):
-        self.device, self.channels_last = device, train.channels_last
-        self.seed, self.num_workers = train.seed, num_workers
+        self.device, self.seed, self.num_workers = device, train.seed, num_workers
         speed.tune_backends(device)
-        self.precision = speed.resolve_precision(train.precision, device)  # "auto" -> bf16 or fp32, logged
+        speed.check_precision(train.precision)
+        speed.check_channels_last(train.channels_last)
+        # "auto": fp32 and contiguous until a timed probe before the first step picks (precision_probe.py)
+        self._auto = {k: getattr(train, k) for k in ("precision", "channels_last")} \
+            if "auto" in (train.precision, train.channels_last) else {}
+        self.channels_last = train.channels_last is True
+        self.precision = "fp32" if train.precision == "auto" else train.precision
+        self._auto_chosen: dict | None = None
         self.autocast = speed.autocast(device, self.precision)
         self.scaler = speed.grad_scaler(device, self.precision)
         self.batch = train.batch_size  # the global batch of one update; each process loads its share
@@ -172,14 +184,30 @@ class Trainer:
     def iteration(self, step: int) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def resolve_auto_settings(self, step: int = 1) -> None:
+        """Settle ``train.precision`` / ``train.channels_last`` = ``"auto"`` by timing copies of this trainer
+        from ``step`` on (:mod:`gpunit.engine.precision_probe`; no RNG or loader moves). Done before the first
+        step; call it earlier to read ``self.precision`` before training (the benchmarks do)."""
+        if self._auto:
+            chosen = precision_probe.choose(self, step, self._auto["precision"], self._auto["channels_last"])
+            self._auto = {}
+            precision_probe.apply_setting(self, chosen)
+            self._auto_chosen = {"precision": chosen.precision, "channels_last": chosen.channels_last}
+
     def train_step(self, step: int) -> dict[str, Tensor]:
         """One iteration of the method, then the moving averages."""
+        self.resolve_auto_settings(step)
         while self._to_compile:
             speed.maybe_compile(self._to_compile.pop(), True)
         out = self.iteration(step)
         for average, module, decay, start in self._emas:
             ema_update(average, module, 0.0 if step < start else decay)
         return out
+
+    def close(self) -> None:
+        """Shut down the loaders' worker processes (the loop calls it on the way out, errors included)."""
+        for loader in self._loaders.values():
+            loader.close()
 
     # ------------------------------------------------------------------ monitoring (optional)
     def sample_images(self, step: int) -> dict[str, Tensor | float]:
@@ -202,6 +230,8 @@ class Trainer:
         return {**{name: self.networks[name].state_dict() for name in sorted(self._saved)},
                 "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
                 "consumed": {name: loader.consumed for name, loader in self._loaders.items()},
+                # what "auto" chose: a resumed run keeps it even where the cache is gone or would measure otherwise
+                **({"auto_settings": self._auto_chosen} if self._auto_chosen else {}),
                 **self.extra_state()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -219,6 +249,10 @@ class Trainer:
         for name, loader in self._loaders.items():
             loader.restart_at(state["consumed"].get(name, 0))
         self.load_extra_state(state)
+        if self._auto and state.get("auto_settings"):
+            self._auto = {}
+            self._auto_chosen = dict(state["auto_settings"])
+            precision_probe.apply_setting(self, precision_probe.Setting(**self._auto_chosen))
 
     def _upgraded(self, state: dict) -> dict:
         """A checkpoint of gpunit 0.1 (optimisers under their own keys, one loader's count) in today's layout."""

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gpunit import losses
+from gpunit.engine import flops, precision_probe
 from gpunit.engine.pretrained import MissingWeightsError
 from gpunit.gp_unit.config import Stage1Config, Stage2Config
 from gpunit.gp_unit.models import ContentEncoder
@@ -119,6 +120,7 @@ def stage2_trainers(cfg: Stage2Config, device: torch.device):
             torch.manual_seed(cfg.train.seed)
             trainers.append(Stage2Trainer(c, device, **loss_nets))
         use_published_layer_order(trainers[1])
+        trainers[0].resolve_auto_settings(1)  # precision / channels_last = auto: timed now, not inside a row
         yield tuple(trainers)
 
 
@@ -163,8 +165,17 @@ def benchmark_stage2(trainer, reference, steps: int = 10, warmup: int = 3,
     rows.append(_row("stage2 D step", _timed(lambda: trainer.d_step(b), steps, warmup, device), 2 * batch, device))
     paired = _timed_in_turns({"ours": lambda: trainer.train_step(next(step)),
                               "published": lambda: published_step(reference, b_plain)}, steps, warmup, device)
-    rows.append(_row(STAGE2_STEP, paired["ours"], 2 * batch, device))
-    rows.append(_row(PUBLISHED_STEP, paired["published"], 2 * batch, device))
+    ours_flops = flops.count_step(trainer, next(step))
+
+    def published_copy():
+        clone = precision_probe.trainer_copy(reference, precision_probe.Setting("fp32", False))
+        return (lambda: published_step(clone, b_plain)), {n: getattr(clone, n) for n in
+                                                          ("encoder", "generator", "discriminator", "vgg")
+                                                          if getattr(clone, n) is not None}
+
+    published_flops = flops.count_modules(published_copy)
+    rows.append(_with_flops(_row(STAGE2_STEP, paired["ours"], 2 * batch, device), ours_flops, trainer))
+    rows.append(_with_flops(_row(PUBLISHED_STEP, paired["published"], 2 * batch, device), published_flops, reference))
 
     translator = Translator(trainer.encoder, trainer.generator_ema, trainer.sampler,
                             trainer.precision).to(device)
@@ -304,14 +315,30 @@ def benchmark_stage1(cfg: Stage1Config, device: torch.device, steps: int = 10, w
             counter[0] += 1
             trainer.train_step(counter[0])
 
-        return [_row("stage1 step (data)", _timed(step, steps, warmup, device), trainer.images_per_step, device)]
+        trainer.resolve_auto_settings(1)
+        counted = flops.count_step(trainer, 1)
+        row = _row("stage1 step (data)", _timed(step, steps, warmup, device), trainer.images_per_step, device)
+        return [_with_flops(row, counted, trainer)]
+
+
+def _with_flops(row: dict, counted: dict, trainer) -> dict:
+    """``row`` with the step's FLOPs, FLOP/s and fraction of the device's peak in the trainer's precision."""
+    row.update(precision=trainer.precision, channels_last=trainer.channels_last, flops_method=counted["method"],
+               flops_by_network=counted["by_network"])
+    return flops.annotate(row, counted["total"], flops.peak(trainer.device, trainer.precision)["flops"])
 
 
 def format_table(rows: list[dict], header: str = "") -> str:
     lines = [header] if header else []
-    lines.append(f"{'measure':<30} {'ms/step':>10} {'images/s':>10} {'peak MB':>10}")
+    lines.append(f"{'measure':<30} {'ms/step':>10} {'images/s':>10} {'peak MB':>10} {'GFLOP/step':>11} "
+                 f"{'GFLOP/s':>9} {'of peak':>8}  setting")
     for r in rows:
-        lines.append(f"{r['measure']:<30} {r['ms_per_step']:>10.1f} {r['images_per_s']:>10.1f} {r['peak_memory_mb']:>10.0f}")
+        line = f"{r['measure']:<30} {r['ms_per_step']:>10.1f} {r['images_per_s']:>10.1f} {r['peak_memory_mb']:>10.0f}"
+        if "gflop_per_step" in r:
+            fraction = f"{r['peak_fraction']:.1%}" if r.get("peak_fraction") is not None else "?"
+            line += (f" {r['gflop_per_step']:>11.3g} {r['gflop_per_s']:>9.1f} {fraction:>8}  {r['precision']}"
+                     + (" + channels_last" if r["channels_last"] else ""))
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -174,8 +174,9 @@ def load_published_stage1(path: str | os.PathLike, content_size: int = 8) -> Pri
 
 
 def export_published_content_encoder(encoder: ContentEncoder, path) -> Path:
-    """The published ``content_encoder.pt`` format (a bare state dict with old spectral-norm keys)."""
-    return atomic_save(ours_to_published(encoder.state_dict()), path)
+    """The published ``content_encoder.pt`` format (a bare state dict with old spectral-norm keys); no checksum:
+    the authors' code loads it with a strict ``load_state_dict``, which an extra key would break."""
+    return atomic_save(ours_to_published(encoder.state_dict()), path, checksum=False)
 
 
 def export_published_stage2(generator: Generator, sampler: StyleSampler, path) -> Path:
