@@ -31,7 +31,7 @@ COLUMNS = (("texture_accuracy", "texture acc.", "{:.2f}"), ("shape_accuracy", "s
            ("silhouette_iou", "silhouette IoU", "{:.3f}"), ("centroid_px", "centroid px", "{:.2f}"),
            ("scale_rel", "scale err.", "{:.3f}"), ("angle_deg", "angle deg", "{:.1f}"),
            ("input_sensitivity", "input sens.", "{:.3f}"), ("style_sensitivity", "style sens.", "{:.3f}"),
-           ("fid", "FID", "{:.1f}"), ("kid", "KID", "{:.4f}"), ("train_minutes", "training min", "{:.1f}"))
+           ("fid", "FID", "{:.1f}"), ("kid", "KID", "{:.4f}"), ("train_minutes", "last stage, train min", "{:.1f}"))
 
 
 def translate(translator, x: torch.Tensor, target: str, num_outputs: int, seed: int) -> torch.Tensor:
@@ -48,7 +48,8 @@ def sensitivity(translator, x: torch.Tensor, target: str, seed: int) -> dict:
 
 
 def training_minutes(checkpoint: Path) -> float | None:
-    """Minutes of training steps in the checkpoint's run folder (``metrics.jsonl``: time per step x steps)."""
+    """Minutes of training steps in the checkpoint's run folder (``metrics.jsonl``: time per step x steps): the
+    translator's own stage (GP-UNIT's Stage II, DeepI2I), without the stages before it (Stage I, the BigGAN)."""
     log = Path(checkpoint).parent / "metrics.jsonl"
     if not log.is_file():
         return None

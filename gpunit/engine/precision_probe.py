@@ -9,8 +9,8 @@ emulated. A rule from CPU flags got this wrong, so ``auto`` measures instead. Be
   two options is given explicitly)
 
 trains a deep copy of the trainer (networks, optimisers, moving averages) for ``warmup`` steps and then
-``steps`` timed steps, on the batch the run is about to read (read again through a fresh loader at the same
-position, so the run's loader is not moved), with every global RNG (python, numpy, torch CPU and CUDA) saved
+``steps`` timed steps (the copies taking turns, one step each per round), on the batch the run is about to
+read (read again through a fresh loader at the same position, so the run's loader is not moved), with every global RNG (python, numpy, torch CPU and CUDA) saved
 before and restored after. The fastest median step wins. The run itself then only switches its autocast,
 grad scaler and memory format, which is what the explicit setting does before any step: a run with
 ``auto`` gives bitwise the weights of a run with the chosen setting given explicitly.
@@ -52,7 +52,7 @@ from gpunit.engine.rng import preserved_rng_state
 log = logging.getLogger("gpunit.speed")
 
 CACHE_FORMAT = 1
-WARMUP_STEPS, TIMED_STEPS = 2, 3
+WARMUP_STEPS, TIMED_STEPS = 3, 5
 # the CPU flags that decide how fast bf16/fp16 and wide convolutions run (/proc/cpuinfo names)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile", "amx_bf16",
              "amx_fp16", "asimd", "sve", "bf16")
@@ -246,29 +246,40 @@ def time_settings(trainer, step: int, settings: Sequence[Setting], steps: int = 
                   warmup: int = WARMUP_STEPS, timer: Callable[[], float] = time.perf_counter
                   ) -> tuple[dict[str, float], dict[str, str]]:
     """{setting name: median seconds per step} of copies of ``trainer`` trained from ``step`` on, and
-    {setting name: why it failed} for those whose step raised. No global RNG moves."""
-    timings, failed = {}, {}
-    for setting in settings:
-        with preserved_rng_state():  # each candidate draws what the run will draw
-            clone = None
+    {setting name: why it failed} for those whose step raised. No global RNG moves.
+
+    The timed steps take turns (one step of each copy per round): a machine whose speed drifts (a process's
+    first steps, a neighbour's load) then slows every candidate alike instead of the one timed last."""
+    clones, failed = {}, {}
+
+    def rule_out(name: str, err: Exception) -> None:
+        # whatever breaks a candidate (an op without a bf16 kernel, out of memory) rules it out; the run then
+        # uses another and says why
+        failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        log.warning("precision probe: %s failed (%s); not using it", name, failed[name])
+        clones.pop(name, None)
+
+    with preserved_rng_state():  # the run draws what it would have drawn without the probe
+        for setting in settings:
             try:
-                clone = trainer_copy(trainer, setting)
+                clones[setting.name] = clone = trainer_copy(trainer, setting)
                 for i in range(warmup):
                     clone.train_step(step + i)
                 _sync(trainer.device)
-                times = []
-                for i in range(steps):
+            except Exception as err:  # noqa: BLE001
+                rule_out(setting.name, err)
+        times = {name: [] for name in clones}
+        for i in range(steps):
+            for name, clone in list(clones.items()):
+                try:
                     start = timer()
                     clone.train_step(step + warmup + i)
                     _sync(trainer.device)
-                    times.append(timer() - start)
-                timings[setting.name] = statistics.median(times)
-            except Exception as err:  # noqa: BLE001 -- whatever breaks a candidate (an op without a bf16 kernel,
-                # out of memory) rules it out; the run then uses another and says why
-                failed[setting.name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-                log.warning("precision probe: %s failed (%s); not using it", setting.name, failed[setting.name])
-            finally:
-                del clone
+                    times[name].append(timer() - start)
+                except Exception as err:  # noqa: BLE001
+                    rule_out(name, err)
+        timings = {name: statistics.median(times[name]) for name in clones}
+        clones.clear()
     return timings, failed
 
 
