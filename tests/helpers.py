@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,3 +71,20 @@ def record_calls(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> lis
 
     monkeypatch.setattr(owner, name, recorded)
     return calls
+
+
+def assert_same_state(a, b, where="state"):
+    """Two checkpoint states (nested dicts / lists of tensors and plain values) are bitwise equal."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, run_script
+from helpers import REPO, assert_same_state, run_script
 from test_engine import assert_same_training_state, make_trainer, run
 
 from gpunit.engine import lock
@@ -41,23 +41,6 @@ def stage1_sets(root, out, **extra) -> list[str]:
 
 def train_stage1(root, out, *args, **extra):
     return run_script("scripts/train_stage1.py", "--no-progress", *args, "--set", *stage1_sets(root, out, **extra))
-
-
-def assert_same_state(a, b, where="state"):
-    """Two checkpoint states (nested dicts / lists of tensors and plain values) are bitwise equal."""
-    assert type(a) is type(b), where
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_state(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_script
+from helpers import assert_same_state, run_script
 
 import gpunit
 from gpunit import losses
+from gpunit.engine.checkpoints import CheckpointManager
 from gpunit.engine.config import load_config
 from gpunit.engine.loop import train_loop
 from gpunit.engine.run import prepare_run_dir
@@ -426,6 +427,46 @@ def test_a_signal_to_the_whole_job_checkpoints_with_loader_workers(tiny_syntheti
         for proc in runs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_kill_9_mid_run_then_resume_is_bitwise_a_straight_run(tiny_synthetic, tmp_path, encoder_file):
+    """A real Stage II process killed with -9 (no handler, no cleanup) after a few checkpoints: --resume auto
+    takes over its stale lock and ends bitwise equal to a run that was never interrupted (Stage I's twin is in
+    tests/engine/test_integrity.py). One thread in every run: a CPU reduction's bits depend on the count."""
+    out, run_dir = tmp_path / "killed", tmp_path / "killed" / "stage2_synthetic"
+    sets = tiny_sets(tiny_synthetic, out, encoder_file, **{"train.iterations": 100000, "train.checkpoint_every": 1,
+                                                           "train.image_every": 100000})
+    proc = subprocess.Popen([sys.executable, "scripts/train_stage2.py", "--no-progress", "--set", *sets], cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(1200):  # up to 2 minutes on a loaded machine
+            if (run_dir / "checkpoints" / "step-0000003.pt").is_file() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stdout.read()
+    finally:
+        proc.kill()
+        proc.communicate()
+    total = CheckpointManager(run_dir, 1).latest_step() + 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resumed = run_script("scripts/train_stage2.py", "--no-progress", "--resume", "auto", "--set",
+                             *tiny_sets(tiny_synthetic, out, encoder_file, **{"train.iterations": total,
+                                        "train.checkpoint_every": 1, "train.image_every": 100000}))
+        assert resumed.status == 0, resumed.err[-2000:]
+        assert f"PID {proc.pid}) is no longer running" in resumed.err
+        straight = run_script("scripts/train_stage2.py", "--no-progress", "--set",
+                              *tiny_sets(tiny_synthetic, tmp_path / "straight", encoder_file, **{
+                                  "train.iterations": total, "train.checkpoint_every": total,
+                                  "train.image_every": 100000}))
+        assert straight.status == 0, straight.err[-2000:]
+    finally:
+        torch.set_num_threads(threads)
+    name = f"checkpoints/step-{total:07d}.pt"
+    assert_same_state(CheckpointManager.load(tmp_path / "straight" / "stage2_synthetic" / name),
+                      CheckpointManager.load(run_dir / name))
 
 
 def test_emulated_low_precision_on_cpu_is_warned_once(monkeypatch, caplog):
