@@ -5,9 +5,11 @@ place teaches the translator no shapes and no poses. Two questions, on the gener
 - **silhouette accuracy**: the silhouette-only classifier (the object's mask in its own moment frame,
   :mod:`gpunit.metrics.domain_classifier`, trained on the real images' masks; 0.99 on held-out real images)
   calls a sample's silhouette its class; the mean over classes;
-- **layout spread**: the standard deviation over samples of the object's centroid (x, y) and size (RMS radius
-  of its mask) against the real training images' (``spread_<stat>``: generated / real; 1 is the data's
-  spread, a collapsed prior that draws one place and size for every z has almost none).
+- **layout spread**: the standard deviation, within each class, of the object's centroid (x, y) and size (RMS
+  radius of its mask) over that class's samples, against the same within the class's real training images
+  (``spread_<stat>``: generated / real, the mean over classes; 1 is the data's spread). Within the class,
+  because a BigGAN that ignores z draws one place and size per class, and classes at different places would
+  look spread if all samples were pooled (seen: pooled spread 1.0 for such a prior).
 Masks are the saturated pixels (every class paints its object in saturated colours over a muted background).
 """
 from __future__ import annotations
@@ -39,11 +41,27 @@ def layout_stats(images: torch.Tensor) -> dict[str, np.ndarray]:
     return {k: np.array([s[k] for s in stats]) for k in LAYOUT_STATS}
 
 
-def real_layout(domains_root: str | Path, class_names: Sequence[str], per_class: int = 100) -> dict[str, np.ndarray]:
-    """:func:`layout_stats` of the first ``per_class`` training images of each class."""
+def real_layout(domains_root: str | Path, class_names: Sequence[str], per_class: int = 100
+                ) -> dict[str, dict[str, np.ndarray]]:
+    """{class: :func:`layout_stats` of its first ``per_class`` training images}."""
     files = {n: paths[:per_class] for n, paths in domain_files(Path(domains_root), "train", list(class_names)).items()}
-    images, _ = labelled_images(files, list(files), 64)
-    return layout_stats(to_unit_range(images))
+    images, labels = labelled_images(files, list(files), 64)
+    stats, names = layout_stats(to_unit_range(images)), np.array([list(files)[i] for i in labels])
+    return {c: {k: v[names == c] for k, v in stats.items()} for c in files}
+
+
+def within_class_spread(generated: dict[str, np.ndarray], labels: np.ndarray,
+                        real: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """{``spread_<stat>``: mean over classes of (std of the class's samples) / (std of its real images)}; samples
+    without an object (NaN) are left out, a class with fewer than two found samples counts as no spread."""
+    out = {}
+    for k in LAYOUT_STATS:
+        ratios = []
+        for c, stats in real.items():
+            g = generated[k][(labels == c) & np.isfinite(generated[k])]
+            ratios.append(float(np.std(g) / np.nanstd(stats[k])) if len(g) > 1 else 0.0)
+        out[f"spread_{k}"] = float(np.mean(ratios))
+    return out
 
 
 def prior_quality(samples: torch.Tensor, labels: Sequence[str], domains_root: str | Path,
@@ -60,18 +78,15 @@ def prior_quality(samples: torch.Tensor, labels: Sequence[str], domains_root: st
     predicted = classifier.predict(samples)
     per_class = {c: float(np.mean([p == c for p, l in zip(predicted, labels) if l == c])) for c in dict.fromkeys(labels)}
     generated = layout_stats(samples)
-    real = real_layout(domains_root, list(per_class))
     found = np.isfinite(generated["cx"])
     out = {"silhouette_accuracy": float(np.mean(list(per_class.values()))),
            "real_silhouette_accuracy": classifier.test_accuracy, "object_found": float(found.mean()),
            "per_class_silhouette_accuracy": per_class, "samples": len(samples)}
-    for k in LAYOUT_STATS:
-        g = generated[k][found]
-        out[f"spread_{k}"] = float(np.std(g) / np.nanstd(real[k])) if len(g) > 1 else 0.0
+    out.update(within_class_spread(generated, np.array(labels), real_layout(domains_root, list(per_class))))
     return out
 
 
 def format_prior_quality(q: dict) -> str:
     return (f"prior: silhouette accuracy {q['silhouette_accuracy']:.3f} (real images {q['real_silhouette_accuracy']:.3f}); "
-            f"layout spread vs the real images: centroid x {q['spread_cx']:.2f}, y {q['spread_cy']:.2f}, "
-            f"size {q['spread_scale']:.2f} (1 = the data's); object found {q['object_found']:.2f}")
+            f"layout spread within each class vs the real images': centroid x {q['spread_cx']:.2f}, "
+            f"y {q['spread_cy']:.2f}, size {q['spread_scale']:.2f} (1 = the data's); object found {q['object_found']:.2f}")

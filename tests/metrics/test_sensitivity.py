@@ -51,6 +51,12 @@ def test_prior_quality_tells_the_real_images_from_a_collapsed_prior(tiny_synthet
     for stat in ("cx", "cy", "scale"):  # held-out real images spread like the training images
         assert 0.5 < good[f"spread_{stat}"] < 2, stat
     assert good["silhouette_accuracy"] > collapsed["silhouette_accuracy"] and good["object_found"] == 1
+    # a prior that ignores z: one real image per class, repeated. Each class is right and the classes sit at
+    # different places, but within a class nothing moves: no spread
+    first = {c: next(i for i, n in enumerate(names) if n == c) for c in dict.fromkeys(names)}
+    per_class = prior_quality(to_unit_range(real[[first[n] for n in names]]), names, root)
+    assert max(per_class["spread_cx"], per_class["spread_cy"], per_class["spread_scale"]) < 1e-9
+    assert per_class["silhouette_accuracy"] > collapsed["silhouette_accuracy"]
     assert "silhouette accuracy" in format_prior_quality(good)
     with pytest.raises(ValueError, match="not classes of"):
         prior_quality(to_unit_range(real[:2]), ["ellipse", "unicorn"], root)
