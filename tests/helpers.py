@@ -4,8 +4,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import runpy
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -88,3 +91,31 @@ def assert_same_state(a, b, where="state"):
             assert_same_state(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+def save_tiny_deepi2i(path: Path, class_names, size: int = 64) -> Path:
+    """A tiny random DeepI2I translator (ch=4, attention at 16 px, seed 0) saved in our format at ``path``."""
+    from gpunit.biggan.models import BigGANGenerator
+    from gpunit.deepi2i.models import DeepI2I, Encoder, build_adaptors
+    from gpunit.deepi2i.weights import save_deepi2i_translator
+
+    torch.manual_seed(0)
+    g = BigGANGenerator(size, 4, len(class_names), dim_z=20, shared_dim=4, attention=(16,))
+    e = Encoder(size, 4, attention=(16,))
+    return save_deepi2i_translator(path, DeepI2I(e, build_adaptors(e, g), g), list(class_names))
+
+
+def start_training(script: str, sets: list[str]) -> subprocess.Popen:
+    """A training script as a real process (one thread: its bits match an in-process run at one thread)."""
+    return subprocess.Popen([sys.executable, script, "--no-progress", "--set", *sets], cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_file(proc: subprocess.Popen, path: Path, timeout_s: float = 120) -> None:
+    """Wait until ``path`` exists (a checkpoint the process writes); the process must still run then."""
+    deadline = time.monotonic() + timeout_s  # generous: a loaded 2-core machine
+    while not path.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stdout.read()
+    assert path.is_file(), f"{path} not written within {timeout_s} s"

@@ -4,13 +4,10 @@ import json
 import pytest
 import torch
 from conftest import TINY_SYNTHETIC
-from helpers import run_script
+from helpers import run_script, save_tiny_deepi2i
 
 import gpunit
-from gpunit.biggan.models import BigGANGenerator
 from gpunit.data.datasets import ImageFolderDataset
-from gpunit.deepi2i.models import DeepI2I, Encoder, build_adaptors
-from gpunit.deepi2i.weights import save_deepi2i_translator
 from gpunit.gp_unit.evaluate import sensitivity_outputs
 from gpunit.gp_unit.models import ContentEncoder, Generator, StyleSampler
 from gpunit.gp_unit.weights import save_translator
@@ -26,10 +23,7 @@ def translators(tmp_path_factory):
     gp_unit = save_translator(root / "gp_unit" / "translator.pt", ContentEncoder(SIZE, 8, 8, 16),
                               Generator(SIZE, 8, 8, 16, style_dim=16, style_base_channels=8, style_hidden=8),
                               StyleSampler(8, 16, 16))
-    g = BigGANGenerator(SIZE, 4, len(TINY_SYNTHETIC["classes"]), dim_z=20, shared_dim=4, attention=(16,))
-    e = Encoder(SIZE, 4, attention=(16,))
-    deepi2i = save_deepi2i_translator(root / "deepi2i" / "deepi2i.pt", DeepI2I(e, build_adaptors(e, g), g),
-                                      TINY_SYNTHETIC["classes"])
+    deepi2i = save_tiny_deepi2i(root / "deepi2i" / "deepi2i.pt", TINY_SYNTHETIC["classes"], SIZE)
     return gp_unit, deepi2i
 
 

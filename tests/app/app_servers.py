@@ -4,13 +4,10 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import save_tiny_deepi2i
 from test_translate_script import checkpoint as gp_unit_checkpoint  # noqa: F401  (a fixture: the tiny GP-UNIT file)
 
 import gpunit
-from gpunit.biggan.models import BigGANGenerator
-from gpunit.deepi2i.models import DeepI2I, Encoder, build_adaptors
-from gpunit.deepi2i.weights import save_deepi2i_translator
 
 SIZE = 64  # both tiny translators' image size
 CLASSES = ["cat", "dog", "fox", "red panda"]
@@ -20,11 +17,7 @@ SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"  # ../share
 @pytest.fixture(scope="module")
 def deepi2i_checkpoint(tmp_path_factory) -> Path:
     """A tiny random DeepI2I in our format (as tests/deepi2i/test_deepi2i_translate.py builds it)."""
-    torch.manual_seed(0)
-    g = BigGANGenerator(SIZE, 4, len(CLASSES), dim_z=20, shared_dim=4, attention=(16,))
-    e = Encoder(SIZE, 4, attention=(16,))
-    return save_deepi2i_translator(tmp_path_factory.mktemp("ckpt") / "deepi2i.pt", DeepI2I(e, build_adaptors(e, g), g),
-                                   CLASSES)
+    return save_tiny_deepi2i(tmp_path_factory.mktemp("ckpt") / "deepi2i.pt", CLASSES, SIZE)
 
 
 def serve(checkpoint: Path):

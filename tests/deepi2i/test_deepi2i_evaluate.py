@@ -11,15 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from helpers import ScriptRun, record_calls, run_script
+from helpers import ScriptRun, record_calls, run_script, save_tiny_deepi2i
 from PIL import Image
 
-from gpunit.biggan.models import BigGANGenerator
 from gpunit.data.datasets import ImageFolderDataset
 from gpunit.deepi2i.evaluate import class_folders, evaluate_deepi2i, translate_into_classes
 from gpunit.deepi2i.evaluate import format_deepi2i_report as format_report
-from gpunit.deepi2i.models import DeepI2I, Encoder, build_adaptors
-from gpunit.deepi2i.weights import save_deepi2i_translator
 from gpunit.engine.pretrained import MissingWeightsError
 from gpunit.metrics.class_accuracy import (
     RESNET50_WEIGHTS_FILES,
@@ -61,11 +58,7 @@ def weights_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    g = BigGANGenerator(SIZE, 4, len(CLASSES), dim_z=20, shared_dim=4, attention=(16,))
-    e = Encoder(SIZE, 4, attention=(16,))
-    return save_deepi2i_translator(tmp_path_factory.mktemp("ckpt") / "deepi2i.pt", DeepI2I(e, build_adaptors(e, g), g),
-                                   CLASSES)
+    return save_tiny_deepi2i(tmp_path_factory.mktemp("ckpt") / "deepi2i.pt", CLASSES, SIZE)
 
 
 def write_class_images(folder: Path, hue, n: int, seed: int) -> None:

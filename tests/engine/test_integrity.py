@@ -8,13 +8,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, assert_same_state, run_script
+from helpers import assert_same_state, run_script, start_training, wait_for_file
 from test_engine import assert_same_training_state, make_trainer, run
 
 from gpunit.engine import lock
@@ -143,17 +142,10 @@ def test_kill_9_mid_run_and_a_second_process_on_the_folder(tiny_synthetic, tmp_p
     nothing; then the process is killed with -9, and --resume auto takes over its stale lock and ends bitwise
     equal to a run that was never interrupted."""
     out, run_dir = tmp_path / "killed", tmp_path / "killed" / RUN
-    proc = subprocess.Popen([sys.executable, "scripts/train_stage1.py", "--no-progress", "--set",
-                             *stage1_sets(tiny_synthetic, out, **{"train.iterations": 100000,
-                                                                  "train.checkpoint_every": 1})],
-                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_training("scripts/train_stage1.py", stage1_sets(tiny_synthetic, out, **{
+        "train.iterations": 100000, "train.checkpoint_every": 1}))
     try:
-        for _ in range(1200):  # up to 2 minutes on a loaded machine
-            if (run_dir / "checkpoints" / "step-0000003.pt").is_file() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stdout.read()
+        wait_for_file(proc, run_dir / "checkpoints" / "step-0000003.pt")
         before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "meta.json", "run.lock")}
         for extra in ([], ["--resume"]):
             second = train_stage1(tiny_synthetic, out, *extra, **{"train.iterations": 50, "train.lr": 1e-3})

@@ -6,16 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.nn.utils import parametrize
-from helpers import run_script
+from helpers import run_script, save_tiny_deepi2i
 from test_translate_script import checkpoint as gp_unit_checkpoint  # noqa: F401  (a fixture: the tiny GP-UNIT file)
+from torch.nn.utils import parametrize
 
 import gpunit
 import gpunit.export
-from gpunit.biggan.models import BigGANGenerator
-from gpunit.deepi2i.models import DeepI2I, Encoder, build_adaptors
-from gpunit.deepi2i.weights import save_deepi2i_translator
-from gpunit.export import ExportError, TOLERANCE, eager_translation, example_inputs, export_translator
+from gpunit.export import TOLERANCE, ExportError, eager_translation, example_inputs, export_translator
 from gpunit.gp_unit.weights import export_published_content_encoder, export_published_stage2
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
@@ -27,11 +24,7 @@ GRAPHS = [("gp_unit", "exemplar"), ("gp_unit", "latent"), ("deepi2i", "translate
 @pytest.fixture(scope="module")
 def deepi2i_checkpoint(tmp_path_factory) -> Path:
     """A tiny random DeepI2I, as tests/deepi2i/test_deepi2i_translate.py builds it."""
-    torch.manual_seed(0)
-    g = BigGANGenerator(SIZE, 4, 4, dim_z=20, shared_dim=4, attention=(16,))
-    e = Encoder(SIZE, 4, attention=(16,))
-    return save_deepi2i_translator(tmp_path_factory.mktemp("ckpt") / "deepi2i.pt", DeepI2I(e, build_adaptors(e, g), g),
-                                   ["cat", "dog", "fox", "red panda"])
+    return save_tiny_deepi2i(tmp_path_factory.mktemp("ckpt") / "deepi2i.pt", ["cat", "dog", "fox", "red panda"], SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_state, run_script
+from helpers import assert_same_state, run_script, start_training, wait_for_file
 
 import gpunit
 from gpunit import losses
@@ -436,15 +436,9 @@ def test_kill_9_mid_run_then_resume_is_bitwise_a_straight_run(tiny_synthetic, tm
     out, run_dir = tmp_path / "killed", tmp_path / "killed" / "stage2_synthetic"
     sets = tiny_sets(tiny_synthetic, out, encoder_file, **{"train.iterations": 100000, "train.checkpoint_every": 1,
                                                            "train.image_every": 100000})
-    proc = subprocess.Popen([sys.executable, "scripts/train_stage2.py", "--no-progress", "--set", *sets], cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_training("scripts/train_stage2.py", sets)
     try:
-        for _ in range(1200):  # up to 2 minutes on a loaded machine
-            if (run_dir / "checkpoints" / "step-0000003.pt").is_file() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stdout.read()
+        wait_for_file(proc, run_dir / "checkpoints" / "step-0000003.pt")
     finally:
         proc.kill()
         proc.communicate()
