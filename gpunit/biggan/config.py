@@ -58,6 +58,8 @@ class BigGANTrainConfig(TrainConfig):
 @dataclass
 class BigGANLossConfig:
     adversarial: str = "hinge"     # "hinge" (BigGAN) or "log" (non-saturating)
+    diffaugment: str = ""          # DiffAugment policy on everything D sees, e.g. "color,translation" ("" = none)
+    mode_seeking: float = 0.0      # weight of the mode-seeking term against collapse over z (MSGAN; 0 = off)
 
 
 @dataclass

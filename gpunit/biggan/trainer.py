@@ -6,7 +6,11 @@ Per iteration (BigGAN-PyTorch's ``train_fns.GAN_training_function``):
     D step (``train.d_steps`` times, each on a new batch of reals y with labels l):
         max over D   E[min(0, -1 + D(y, l))] + E[min(0, -1 - D(G(z, c), c))]     (hinge; z ~ N(0, I), c ~ U{classes})
     G step:
-        min over G   -E[D(G(z, c), c)]
+        min over G   -E[D(G(z, c), c)]  (+ lambda_ms / L_ms, the mode-seeking term, when loss.mode_seeking > 0)
+Optional, off by default (the published BigGAN has neither): DiffAugment T(.) on every image D sees
+(``loss.diffaugment``; Zhao et al., 2020), and the mode-seeking term of MSGAN (Mao et al., CVPR 2019)
+    L_ms = mean|G(z1, c) - G(z2, c)| / mean|z1 - z2|
+on pairs of samples of one class, which G maximises, against a generator that ignores z.
 The generator's moving average (``train.ema``) is a copy of G until ``train.ema_start`` and draws the samples
 and the export. The networks are those of :mod:`gpunit.biggan.models`; the export ``biggan.pt`` holds G,
 its average, D, their Adam states and the class names (:func:`gpunit.biggan.weights.save_biggan`).
@@ -25,6 +29,7 @@ from gpunit.biggan.config import BigGANConfig
 from gpunit.biggan.models import BigGANDiscriminator, BigGANGenerator
 from gpunit.biggan.weights import save_biggan
 from gpunit.data import synthetic
+from gpunit.data.diff_augment import diff_augment, parse_policy
 from gpunit.data.datasets import LabelledImageDataset
 from gpunit.engine import distributed
 from gpunit.engine.config import config_to_dict
@@ -130,6 +135,10 @@ class BigGANTrainer(ClassConditionalTrainer):
         self.optimizer("generator", self.generator.parameters(), t.lr, t.betas, eps=t.eps)
         self.optimizer("discriminator", self.discriminator.parameters(), t.lr_d, t.betas, eps=t.eps)
         self.d_loss, self.g_loss = losses.gan_losses(cfg.loss.adversarial)
+        self.augment_policy = parse_policy(cfg.loss.diffaugment)
+        if cfg.loss.mode_seeking < 0:
+            raise ValueError(f"loss.mode_seeking must be >= 0, got {cfg.loss.mode_seeking}")
+        self.augment_rng = torch.Generator()
         self.images_per_step = self.batch * t.d_steps
         self.loader("train", self.dataset)
         gen = torch.Generator().manual_seed(t.seed)
@@ -151,7 +160,7 @@ class BigGANTrainer(ClassConditionalTrainer):
                 with torch.no_grad():
                     y_hat = G(p["z"], G.shared(p["c"]))
                 # one call on [fakes; reals], as published: one spectral-norm iteration per micro-batch
-                logits = D(torch.cat([y_hat, p["y"]]), torch.cat([p["c"], p["l"]])).float()
+                logits = D(self.augment(torch.cat([y_hat, p["y"]])), torch.cat([p["c"], p["l"]])).float()
             fake, real = logits[:len(y_hat)], logits[len(y_hat):]
             loss_real, loss_fake = self.d_loss(real, fake)
             return loss_real + loss_fake, {"loss/d/real": loss_real, "loss/d/fake": loss_fake}
@@ -165,12 +174,23 @@ class BigGANTrainer(ClassConditionalTrainer):
             z, c = self.sample_noise(self.local_batch)
         parts = self.micro_batches({"z": z, "c": c})
 
+        lambda_ms = self.cfg.loss.mode_seeking
+
         def micro(i: int):
             p = parts[i]
+            z, c = p["z"], p["c"]
+            half = len(z) // 2
+            if lambda_ms:  # pairs (i, i + half) share their class and differ in z
+                c = torch.cat([c[:half], c[:half], c[2 * half:]])
             with self.autocast():
-                logits = D(G(p["z"], G.shared(p["c"])), p["c"]).float()
+                y_hat = G(z, G.shared(c))
+                logits = D(self.augment(y_hat), c).float()
             adv = self.g_loss(logits)
-            return adv, {"loss/g/adv": adv}
+            if not lambda_ms:
+                return adv, {"loss/g/adv": adv}
+            y_hat = y_hat.float()
+            l_ms = (y_hat[:half] - y_hat[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+            return adv + lambda_ms / (l_ms + 1e-5), {"loss/g/adv": adv, "loss/g/mode_seeking": l_ms}
 
         D.requires_grad_(False)
         try:
@@ -178,8 +198,14 @@ class BigGANTrainer(ClassConditionalTrainer):
         finally:
             D.requires_grad_(True)
 
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """DiffAugment of ``images`` before D (the identity without a policy)."""
+        return diff_augment(images, self.augment_policy, self.augment_rng) if self.augment_policy else images
+
     def iteration(self, step: int) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
+        # the augmentation of a step is a function of (seed, step), so a resumed run draws it again
+        self.augment_rng.manual_seed(int(np.random.SeedSequence([self.seed % 2**64, step, 1000]).generate_state(1)[0]))
         d_steps = self.cfg.train.d_steps
         for j in range(d_steps):
             out.update(self.d_step(self.next_batch(), *self.noise(step, j)))

@@ -65,9 +65,11 @@ def run(cfg, resume=None):
 
 
 def test_resume_is_exact_and_export_feeds_deepi2i(tiny_synthetic, tmp_path):
-    """4 steps straight (2 D steps per G step, 2 micro-batches, EMA from step 2) against 2 + resume 2:
-    identical G, EMA, D and optimizers. The exported biggan.pt holds what DeepI2I reads."""
-    extra = {"train.iterations": 4, "train.d_steps": 2, "train.accumulate": 2, "train.ema_start": 2}
+    """4 steps straight (2 D steps per G step, 2 micro-batches, EMA from step 2, DiffAugment and the
+    mode-seeking term) against 2 + resume 2: identical G, EMA, D and optimizers. The exported biggan.pt
+    holds what DeepI2I reads."""
+    extra = {"train.iterations": 4, "train.d_steps": 2, "train.accumulate": 2, "train.ema_start": 2,
+             "loss.diffaugment": "color,translation,cutout", "loss.mode_seeking": 1}
     torch.manual_seed(0)
     straight, _ = run(tiny_config(tiny_synthetic, tmp_path / "a", **extra))
     assert straight.state_dict()["consumed"]["train"] == 4 * 2 * 4  # d_steps batches per step
@@ -97,7 +99,31 @@ def test_options(tiny_synthetic, tmp_path):
     out = t.train_step(1)
     assert all(torch.isfinite(v) for v in out.values())
     assert t.sample_images(1)["images/samples"].shape[1] == 1 + 2 * 65
+    with pytest.raises(ValueError, match="mode_seeking"):
+        BigGANTrainer(tiny_config(tiny_synthetic, tmp_path, **{"loss.mode_seeking": -1}), CPU)
+    with pytest.raises(ValueError, match="DiffAugment"):
+        BigGANTrainer(tiny_config(tiny_synthetic, tmp_path, **{"loss.diffaugment": "colour"}), CPU)
     with pytest.raises(ValueError, match="model.num_classes=2"):
         BigGANTrainer(tiny_config(tiny_synthetic, tmp_path, **{"model.num_classes": 2}), CPU)
     with pytest.raises(ValueError, match="d_steps"):
         BigGANTrainer(tiny_config(tiny_synthetic, tmp_path, **{"train.d_steps": 0}), CPU)
+
+
+def test_mode_seeking_term_pairs_one_class_and_is_added_to_the_g_loss(tiny_synthetic, tmp_path):
+    """L_ms = mean|G(z1, c) - G(z2, c)| / mean|z1 - z2| on the pairs (i, i + B/2), which share their class;
+    G's loss is L_adv + lambda_ms / L_ms, so its gradient differs from the plain loss's at the same weights."""
+    def trainer(weight):
+        torch.manual_seed(0)
+        return BigGANTrainer(tiny_config(tiny_synthetic, tmp_path / str(weight),
+                                         **{"loss.mode_seeking": weight, "train.ema": "false"}), CPU)
+
+    with_term, plain = trainer(2), trainer(0)
+    z, c = torch.randn(4, with_term.generator.dim_z), torch.tensor([0, 1, 2, 0])
+    g = copy.deepcopy(with_term.generator)
+    with torch.no_grad():
+        y = g(z, g.shared(torch.tensor([0, 1, 0, 1])))  # samples 2 and 3 take the classes of 0 and 1
+    expected = (y[:2] - y[2:]).abs().mean() / (z[:2] - z[2:]).abs().mean()
+    out = with_term.g_step(z, c)
+    torch.testing.assert_close(out["loss/g/mode_seeking"], expected, rtol=1e-4, atol=1e-6)
+    assert "loss/g/mode_seeking" not in plain.g_step(z, c)
+    assert not torch.allclose(with_term.generator.linear.weight.grad, plain.generator.linear.weight.grad)
