@@ -29,8 +29,8 @@ from gpunit.biggan.config import BigGANConfig
 from gpunit.biggan.models import BigGANDiscriminator, BigGANGenerator
 from gpunit.biggan.weights import save_biggan
 from gpunit.data import synthetic
-from gpunit.data.diff_augment import diff_augment, parse_policy
 from gpunit.data.datasets import LabelledImageDataset
+from gpunit.data.diff_augment import diff_augment, parse_policy
 from gpunit.engine import distributed
 from gpunit.engine.config import config_to_dict
 from gpunit.engine.run import run_training
