@@ -22,7 +22,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
-    p.add_argument("--iterations", type=int, default=200, help="DeepI2I steps of every run")
+    p.add_argument("--iterations", type=int, default=400, help="DeepI2I steps of every run")
     p.add_argument("--small-per-class", type=int, default=30, help="training images per class of the small set")
     p.add_argument("--eval-inputs-per-class", type=int, default=4, help="held-out inputs per class scored")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one CPU thread each)")

@@ -180,13 +180,14 @@ class BigGANTrainer(ClassConditionalTrainer):
             p = parts[i]
             z, c = p["z"], p["c"]
             half = len(z) // 2
-            if lambda_ms:  # pairs (i, i + half) share their class and differ in z
+            use_ms = lambda_ms and half > 0  # a micro-batch of one image has no pair
+            if use_ms:  # pairs (i, i + half) share their class and differ in z
                 c = torch.cat([c[:half], c[:half], c[2 * half:]])
             with self.autocast():
                 y_hat = G(z, G.shared(c))
                 logits = D(self.augment(y_hat), c).float()
             adv = self.g_loss(logits)
-            if not lambda_ms:
+            if not use_ms:
                 return adv, {"loss/g/adv": adv}
             y_hat = y_hat.float()
             l_ms = (y_hat[:half] - y_hat[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()

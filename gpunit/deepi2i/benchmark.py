@@ -98,7 +98,7 @@ def _run_job(job: Job, data_root: Path, biggan: Path, out_dir: Path, iterations:
 
 
 def run_benchmark(data_root: str | os.PathLike, biggan: str | os.PathLike, out_dir: str | os.PathLike,
-                  seeds=(0, 1, 2), variants=VARIANTS, sizes=SIZES, iterations: int = 200, small_per_class: int = 30,
+                  seeds=(0, 1, 2), variants=VARIANTS, sizes=SIZES, iterations: int = 400, small_per_class: int = 30,
                   eval_inputs_per_class: int = 4, num_outputs: int = 2, jobs: int = 2) -> dict:
     """Every (variant, size, seed) run; returns ``{"runs": [...], "table": str, "minutes": float}``."""
     data_root, biggan, out_dir = Path(data_root), Path(biggan), Path(out_dir)

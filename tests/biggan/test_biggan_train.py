@@ -21,7 +21,8 @@ CPU = torch.device("cpu")
 def tiny_config(root, out, **extra) -> BigGANConfig:
     sets = [f"data.root={root}/domains", "data.num_workers=0", f"out_dir={out}", "model.g_ch=4", "model.d_ch=4",
             "model.dim_z=20", "model.shared_dim=8", "model.g_attention=[32]", "model.d_attention=[16]",
-            "train.batch_size=4", "train.log_every=1", "train.image_every=100", "train.checkpoint_every=2"]
+            "train.batch_size=4", "train.log_every=1", "train.image_every=100", "train.checkpoint_every=2",
+            "train.ema=true"]
     sets += [f"{k}={v}" for k, v in extra.items()]
     return load_config(REPO / "configs/biggan/synthetic.yaml", BigGANConfig, sets)
 

@@ -242,7 +242,11 @@ def test_initialisation_switches(tiny_synthetic, tmp_path, tiny_biggan, fixtures
     t = DeepI2ITrainer(tiny_config(tiny_synthetic, tmp_path / "a", tiny_biggan, **{"data.classes": "[star, ellipse]"}),
                        CPU)
     assert t.transferred == {"encoder", "generator", "discriminator"} and not t.train_encoder
-    assert t.phase1_steps == 1 and t.deepi2i.fusion_weights == {16: 0.1, 8: 0.1, 4: 0.1}
+    # the demo's config scales the fusion weights for its small prior; with none given, the published table
+    assert t.phase1_steps == 1 and t.deepi2i.fusion_weights == {16: 10.0, 8: 10.0, 4: 10.0}
+    published = DeepI2ITrainer(tiny_config(tiny_synthetic, tmp_path / "a0", tiny_biggan,
+                                           **{"model.fusion_weights": "{}"}), CPU)
+    assert published.deepi2i.fusion_weights == {16: 0.1, 8: 0.1, 4: 0.1}
     g_src = source["generator_ema"]["shared.weight"]
     torch.testing.assert_close(t.generator.shared.weight[:2], g_src[[2, 0]])  # star, ellipse -> rows 0, 1
     d_src = BigGANDiscriminator(64, 4, 4, attention=(16,))
@@ -260,7 +264,8 @@ def test_initialisation_switches(tiny_synthetic, tmp_path, tiny_biggan, fixtures
     # DeepI2I (scratch): no phase 1, E trains, published scratch fusion weights
     s = DeepI2ITrainer(tiny_config(tiny_synthetic, tmp_path / "c", tiny_biggan, **{
         "init.source": "scratch", "model.g_ch": 4, "model.d_ch": 4, "model.dim_z": 20, "model.shared_dim": 8,
-        "model.g_attention": "[]", "model.d_attention": "[]", "train.phase1_steps": "null"}), CPU)
+        "model.g_attention": "[]", "model.d_attention": "[]", "train.phase1_steps": "null",
+        "model.fusion_weights": "{}"}), CPU)
     assert s.transferred == set() and s.phase1_steps == 0 and s.train_encoder
     # the published table by width: {4: 1, 8: 1, 16: 1, 32: 0.1}; a 64 px model fuses at 16, 8 and 4 px
     assert s.deepi2i.fusion_weights == {16: 1.0, 8: 1.0, 4: 1.0} and s.generator.num_classes == 3
