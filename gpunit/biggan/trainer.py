@@ -39,6 +39,7 @@ from gpunit.metrics.prior_samples import prior_quality
 from gpunit.nn import eval_mode
 
 log = logging.getLogger("gpunit.biggan")
+AUGMENT_STREAM = 1000  # the step_seed stream of DiffAugment's draws (noise streams count from 0)
 
 
 
@@ -49,13 +50,17 @@ def shown_classes(num_classes: int, most: int) -> list[int]:
     return sorted({round(i * (num_classes - 1) / (most - 1)) for i in range(most)})
 
 
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """A seed drawn from (run seed, step, stream) alone, for the random draws of one update."""
+    return int(np.random.SeedSequence([seed % 2**64, step, stream]).generate_state(1, np.uint64)[0])
+
+
 def step_noise(seed: int, step: int, stream: int, global_batch: int, dim_z: int, num_classes: int,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """This process's rows of z ~ N(0, I) and classes c ~ U{0..classes-1} for the whole global batch of one
     update, drawn from (seed, step, stream) alone: N processes with batch B/N draw the noise of one process
     with batch B, and a resumed run draws it again."""
-    state = np.random.SeedSequence([seed % 2**64, step, stream]).generate_state(1, np.uint64)[0]
-    g = torch.Generator().manual_seed(int(state))
+    g = torch.Generator().manual_seed(step_seed(seed, step, stream))
     z, c = torch.randn(global_batch, dim_z, generator=g), torch.randint(num_classes, (global_batch,), generator=g)
     local = distributed.local_batch(global_batch)
     rows = slice(distributed.rank() * local, (distributed.rank() + 1) * local)
@@ -205,8 +210,8 @@ class BigGANTrainer(ClassConditionalTrainer):
 
     def iteration(self, step: int) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        # the augmentation of a step is a function of (seed, step), so a resumed run draws it again
-        self.augment_rng.manual_seed(int(np.random.SeedSequence([self.seed % 2**64, step, 1000]).generate_state(1)[0]))
+        if self.augment_policy:  # a function of (seed, step), so a resumed run draws it again (every rank alike)
+            self.augment_rng.manual_seed(step_seed(self.seed, step, AUGMENT_STREAM))
         d_steps = self.cfg.train.d_steps
         for j in range(d_steps):
             out.update(self.d_step(self.next_batch(), *self.noise(step, j)))
