@@ -92,7 +92,8 @@ def fit_sampler(sampler: StyleSampler, codes: torch.Tensor, epochs: int, batch_s
             total += loss.detach()
         history.append(float(total) / batches)
         if progress and (epoch % 20 == 0 or epoch == epochs - 1):
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
+            # no refresh of its own: tqdm's count of an iterated bar is stale between its own redraws
+            bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
     with torch.no_grad():
         sampler.lin_out.weight *= scale
     sampler.eval()

@@ -243,7 +243,7 @@ def test_initialisation_switches(tiny_synthetic, tmp_path, tiny_biggan, fixtures
                        CPU)
     assert t.transferred == {"encoder", "generator", "discriminator"} and not t.train_encoder
     # the demo's config scales the fusion weights for its small prior; with none given, the published table
-    assert t.phase1_steps == 1 and t.deepi2i.fusion_weights == {16: 10.0, 8: 10.0, 4: 10.0}
+    assert t.phase1_steps == 1 and t.deepi2i.fusion_weights == {16: 10.0, 8: 20.0, 4: 20.0}
     published = DeepI2ITrainer(tiny_config(tiny_synthetic, tmp_path / "a0", tiny_biggan,
                                            **{"model.fusion_weights": "{}"}), CPU)
     assert published.deepi2i.fusion_weights == {16: 0.1, 8: 0.1, 4: 0.1}

@@ -238,6 +238,15 @@ def test_sampler_fit_covers_the_style_codes():
     assert len(rare) > 2000 and (rare == 1).all(1).sum() > 1  # the outlier is repeated
 
 
+def test_sampler_fit_log_lines_count_the_epochs(capsys):
+    """Off a terminal the fit's bar writes plain lines; none of them may show a stale epoch count (the loss
+    used to redraw it every 20 epochs as "0/N")."""
+    codes = torch.rand(64, 16, generator=torch.Generator().manual_seed(0))
+    fit_sampler(StyleSampler(8, 32, 16), codes, epochs=41, batch_size=32, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "style sampler" in line]
+    assert lines and all("loss=" not in line or " 0/41" not in line for line in lines)
+
+
 def test_sampler_fit_does_not_depend_on_the_codes_scale():
     """Codes 100x smaller fit to the same sampler, 100x smaller (a high-lr Stage II leaves tiny codes),
     for a new sampler and for a refit of one."""
