@@ -239,11 +239,15 @@ def check_export(translator, path: str | os.PathLike, fmt: str, mode: str = "exe
 
 
 def export_translator(translator, path: str | os.PathLike, fmt: str = "onnx", mode: str = "exemplar",
-                      dynamo: bool = False) -> ExportReport:
+                      dynamo: bool = False, overwrite: bool = False) -> ExportReport:
     """Write the graph of ``translator`` (see the module docstring) to ``path`` and check it against eager
-    PyTorch on batch sizes 1 and 3; raises :class:`ExportError` (and removes the file) when the largest
-    difference exceeds float32 rounding (``TOLERANCE`` of the output scale). ``dynamo``: ONNX through
-    torch.export instead of the TorchScript-based exporter (same graph, much slower to export)."""
+    PyTorch on batch sizes 1 and 3; raises :class:`ExportError` when the largest difference exceeds float32
+    rounding (``TOLERANCE`` of the output scale). ``dynamo``: ONNX through torch.export instead of the
+    TorchScript-based exporter (same graph, much slower to export).
+
+    The graph is written and checked as ``<name>.partial<suffix>`` next to ``path`` and moved into place only
+    when it passes, so a failed export leaves nothing behind and never a previous file damaged. An existing
+    ``path`` is refused (:class:`FileExistsError`) unless ``overwrite``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if translator.precision != "fp32":
@@ -251,20 +255,26 @@ def export_translator(translator, path: str | os.PathLike, fmt: str = "onnx", mo
     mode = "translate" if translator.method == "deepi2i" else mode
     graph = export_graph(translator, mode)
     path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
     inputs = example_inputs(translator, mode, batch=2)
-    with torch.no_grad():
-        if fmt == "onnx":
-            _write_onnx(graph, inputs, path, dynamo)
-        else:
-            _write_torchscript(graph, inputs, path)
-    worst, scale, checks = check_export(translator, path, fmt, mode)
-    report = ExportReport(path, fmt, mode, graph.input_names, worst, scale, checks)
-    if not worst <= report.tolerance:  # `not <=` also catches NaN
-        path.unlink(missing_ok=True)
-        raise ExportError(f"the exported {fmt} graph differs from eager PyTorch by {worst:.3g} (tolerance "
-                          f"{report.tolerance:.3g}: float32 rounding); nothing written. Please report this with "
-                          "the checkpoint's architecture")
+    try:
+        with torch.no_grad():
+            if fmt == "onnx":
+                _write_onnx(graph, inputs, partial, dynamo)
+            else:
+                _write_torchscript(graph, inputs, partial)
+        worst, scale, checks = check_export(translator, partial, fmt, mode)
+        report = ExportReport(path, fmt, mode, graph.input_names, worst, scale, checks)
+        if not worst <= report.tolerance:  # `not <=` also catches NaN
+            raise ExportError(f"the exported {fmt} graph differs from eager PyTorch by {worst:.3g} (tolerance "
+                              f"{report.tolerance:.3g}: float32 rounding); nothing written. Please report this "
+                              "with the checkpoint's architecture")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return report
 
 

@@ -12,9 +12,10 @@
 The graph's inputs and outputs are in docs/export.md. Every export is run at once in its runtime (ONNX
 Runtime, or torch.jit.load) against eager PyTorch on seeded inputs (batch sizes 1 and 3, at the model's
 size and a size it must resize); the largest difference is printed, and one above float32 rounding
-fails the export.
+fails the export. An existing --output is kept unless --overwrite, and replaced only by a graph that passed.
 """
 import argparse
+from pathlib import Path
 
 from gpunit.engine.cli import run_main
 from gpunit.export import FORMATS, MODES, benchmark_export, export_translator
@@ -31,7 +32,10 @@ def main() -> int:
     parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--mode", choices=MODES, help="GP-UNIT: exemplar (content + style image) or latent "
                         "(content + noise through the style sampler); default exemplar. DeepI2I has one graph")
-    parser.add_argument("--output", required=True, help="the file to write (.onnx, .pt)")
+    parser.add_argument("--output", required=True, help="the file to write (.onnx, .pt); an existing one is kept "
+                        "unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output (once the new graph "
+                        "has passed its check)")
     parser.add_argument("--dynamo", action="store_true", help="ONNX through torch.export (torch's default exporter "
                         "since 2.9; the same graph, much slower to export) instead of the TorchScript-based one")
     parser.add_argument("--benchmark", action="store_true", help="then time the exported file against eager "
@@ -40,12 +44,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="--benchmark: seconds per measurement (the best "
                         "of 3 rounds, eager and exported in turn)")
     args = parser.parse_args()
+    if Path(args.output).exists() and not args.overwrite:
+        parser.error(f"{args.output} exists; pass --overwrite to replace it (the new graph must pass its check first)")
 
     translator = load_translator(args.checkpoint, args.content_encoder, class_names=args.class_names)
     if translator.method == "deepi2i" and args.mode is not None:
         parser.error(f"{args.checkpoint} is a DeepI2I translator, which exports one graph: drop --mode")
     mode = args.mode or "exemplar"
-    report = export_translator(translator, args.output, args.format, mode, dynamo=args.dynamo)
+    report = export_translator(translator, args.output, args.format, mode, dynamo=args.dynamo,
+                               overwrite=args.overwrite)
     print(report.describe())
     if args.benchmark:
         speed = benchmark_export(translator, args.output, args.format, mode, args.batch_size, args.seconds)

@@ -98,7 +98,22 @@ def test_a_graph_that_differs_fails_the_export(translators, tmp_path, monkeypatc
     monkeypatch.setattr(gpunit.export, "eager_translation", lambda *a: eager(*a) + 0.01)
     with pytest.raises(ExportError, match="differs from eager PyTorch by 0.01"):
         export_translator(translators["gp_unit"], tmp_path / "bad.pt", "torchscript")
-    assert not (tmp_path / "bad.pt").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its partial
+    (tmp_path / "good.pt").write_bytes(b"an earlier export")  # a failed overwrite keeps the earlier file
+    with pytest.raises(ExportError):
+        export_translator(translators["gp_unit"], tmp_path / "good.pt", "torchscript", overwrite=True)
+    assert (tmp_path / "good.pt").read_bytes() == b"an earlier export" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_an_existing_export_is_replaced_only_with_overwrite(translators, tmp_path):
+    target = tmp_path / "graph.pt"
+    target.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_translator(translators["gp_unit"], target, "torchscript")
+    assert target.read_bytes() == b"keep me"
+    report = export_translator(translators["gp_unit"], target, "torchscript", overwrite=True)
+    assert report.path == target and target.read_bytes() != b"keep me" and len(list(tmp_path.iterdir())) == 1
+    assert_matches_eager(translators["gp_unit"], "exemplar", target, "torchscript")
 
 
 def test_cli_benchmark_and_errors(gp_unit_checkpoint, deepi2i_checkpoint, tmp_path):  # noqa: F811
@@ -107,6 +122,9 @@ def test_cli_benchmark_and_errors(gp_unit_checkpoint, deepi2i_checkpoint, tmp_pa
     assert done.status == 0, done.err
     assert "inputs content, style -> translation" in done.out and "images/s at batch 2" in done.out
     assert torch.is_grad_enabled()  # the script (run in this process) left autograd as it found it
+    again = run_script("scripts/export.py", "--checkpoint", gp_unit_checkpoint, "--format", "torchscript",
+                       "--output", tmp_path / "g.pt")
+    assert again.status != 0 and "exists; pass --overwrite" in again.err
     done = run_script("scripts/export.py", "--checkpoint", deepi2i_checkpoint, "--format", "onnx", "--output",
                       tmp_path / "x.onnx", "--mode", "latent")
     assert done.status == 2 and "DeepI2I translator, which exports one graph: drop --mode" in done.err
