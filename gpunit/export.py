@@ -252,11 +252,11 @@ def export_translator(translator, path: str | os.PathLike, fmt: str = "onnx", mo
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if translator.precision != "fp32":
         raise ValueError("export computes in float32: load the translator with precision fp32")
+    path = Path(path)
+    if path.exists() and not overwrite:  # before any work
+        raise FileExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
     mode = "translate" if translator.method == "deepi2i" else mode
     graph = export_graph(translator, mode)
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial{path.suffix}")
     inputs = example_inputs(translator, mode, batch=2)
