@@ -48,6 +48,8 @@ class BigGANTrainConfig(TrainConfig):
     betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
     eps: float = 1e-6              # Adam epsilon (--adam_eps)
     d_steps: int = 1               # D updates (each on a new batch) per G update
+    reuse_fakes_for_d: bool = False  # G step first, then D scores its fakes (one G pass less per step; the
+                                   # published step has D first, on fakes G draws again)
     ema: bool = True               # keep a moving average of G for samples and export
     ema_decay: float = 0.9999
     ema_start: int = 20000         # before this step the average is a copy of G (BigGAN-PyTorch's ema_start)

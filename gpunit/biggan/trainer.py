@@ -122,6 +122,9 @@ class BigGANTrainer(ClassConditionalTrainer):
         self.cfg = cfg
         if t.d_steps < 1:
             raise ValueError(f"train.d_steps must be at least 1, got {t.d_steps}")
+        if t.reuse_fakes_for_d and t.d_steps != 1:
+            raise ValueError(f"train.reuse_fakes_for_d needs train.d_steps=1 (one G step's fakes serve one D step), "
+                             f"got d_steps={t.d_steps}")
         self.dataset = LabelledImageDataset(d.root, m.image_size, d.load_size, d.flip, d.classes, d.per_class,
                                             d.class_subfolder, seed=t.seed)
         self.class_names = self.dataset.class_names
@@ -152,18 +155,23 @@ class BigGANTrainer(ClassConditionalTrainer):
         self.synthetic_root = synthetic_domains(d.root, self.class_names)
 
     # ------------------------------------------------------------------ one iteration
-    def d_step(self, b: dict, z: torch.Tensor | None = None, c: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """max over D of the conditional GAN loss; G makes the fakes without gradient, in train mode."""
+    def d_step(self, b: dict, z: torch.Tensor | None = None, c: torch.Tensor | None = None,
+               fakes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """max over D of the conditional GAN loss; G makes the fakes without gradient, in train mode, unless
+        ``fakes`` (images, with their classes ``c``) are given."""
         G, D = self.generator, self.discriminator
-        if z is None:
+        if z is None and fakes is None:
             z, c = self.sample_noise(len(b["x"]))
-        parts = self.micro_batches({"y": b["x"], "l": b["l_x"], "z": z, "c": c})
+        parts = self.micro_batches({"y": b["x"], "l": b["l_x"], "z": z, "c": c, "y_hat": fakes})
 
         def micro(i: int):
             p = parts[i]
             with self.autocast():
-                with torch.no_grad():
-                    y_hat = G(p["z"], G.shared(p["c"]))
+                if p["y_hat"] is None:
+                    with torch.no_grad():
+                        y_hat = G(p["z"], G.shared(p["c"]))
+                else:
+                    y_hat = p["y_hat"]
                 # one call on [fakes; reals], as published: one spectral-norm iteration per micro-batch
                 logits = D(self.augment(torch.cat([y_hat, p["y"]])), torch.cat([p["c"], p["l"]])).float()
             fake, real = logits[:len(y_hat)], logits[len(y_hat):]
@@ -172,8 +180,10 @@ class BigGANTrainer(ClassConditionalTrainer):
 
         return self.update(["discriminator"], micro)
 
-    def g_step(self, z: torch.Tensor | None = None, c: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """min over G of the generator side of the loss (D's weights get no gradient)."""
+    def g_step(self, z: torch.Tensor | None = None, c: torch.Tensor | None = None,
+               keep_fakes: list | None = None) -> dict[str, torch.Tensor]:
+        """min over G of the generator side of the loss (D's weights get no gradient). ``keep_fakes``: a list
+        that receives each micro-batch's (fakes without gradient, their classes)."""
         G, D = self.generator, self.discriminator
         if z is None:
             z, c = self.sample_noise(self.local_batch)
@@ -191,6 +201,8 @@ class BigGANTrainer(ClassConditionalTrainer):
             with self.autocast():
                 y_hat = G(z, G.shared(c))
                 logits = D(self.augment(y_hat), c).float()
+            if keep_fakes is not None:
+                keep_fakes.append((y_hat.detach(), c))
             adv = self.g_loss(logits)
             if not use_ms:
                 return adv, {"loss/g/adv": adv}
@@ -213,6 +225,12 @@ class BigGANTrainer(ClassConditionalTrainer):
         if self.augment_policy:  # a function of (seed, step), so a resumed run draws it again (every rank alike)
             self.augment_rng.manual_seed(step_seed(self.seed, step, AUGMENT_STREAM))
         d_steps = self.cfg.train.d_steps
+        if self.cfg.train.reuse_fakes_for_d:  # G first; D then scores the fakes G just drew (d_steps = 1)
+            fakes: list = []
+            out.update(self.g_step(*self.noise(step, d_steps), keep_fakes=fakes))
+            y_hat, c = (torch.cat(t) for t in zip(*fakes))
+            out.update(self.d_step(self.next_batch(), c=c, fakes=y_hat))
+            return out
         for j in range(d_steps):
             out.update(self.d_step(self.next_batch(), *self.noise(step, j)))
         out.update(self.g_step(*self.noise(step, d_steps)))

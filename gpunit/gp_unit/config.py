@@ -98,6 +98,8 @@ class Stage2LossConfig:
     lambda_msk: float = 1.0        # lambda_3, L_msk (Eq. 6)
     lambda_rec: float = 1.0        # lambda_4, L_rec
     lambda_r1: float = 1.0         # R1 penalty on real images
+    r1_every: int = 1              # R1 on every k-th D step only, weighted by k (lazy regularisation, StyleGAN2
+                                   # Sec. 3.1); 1 = every step, as published
     lambda_id: float = 0.0         # identity loss (faces); needs identity_weights
     style_layer: int = 4           # discriminator layer whose channel means are f_D
     use_allskip: bool = False      # dynamic skip connections also for the reconstruction

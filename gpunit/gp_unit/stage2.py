@@ -71,6 +71,8 @@ class Stage2Trainer(Trainer):
         self.cfg = cfg
         if not d.source or not d.target:
             raise ValueError("data.source and data.target must each list at least one image folder")
+        if lam.r1_every < 1:
+            raise ValueError(f"loss.r1_every must be >= 1 (1 = R1 at every D step), got {lam.r1_every}")
         self.dataset = UnpairedDataset(d.source, d.target, d.source_counts, d.target_counts, m.image_size,
                                        d.load_size, d.flip, seed=t.seed, same_crop=d.same_crop)
         augment = cfg.sampler.augment  # the sampler's codes: training crops and flips, or plain resizes
@@ -177,10 +179,13 @@ class Stage2Trainer(Trainer):
         b["y_hat"] = torch.cat(y_hats)
         return out
 
-    def d_step(self, b: dict) -> dict[str, torch.Tensor]:
-        """max over D of L_adv, with the R1 penalty on real images (in ``train.accumulate`` micro-batches)."""
+    def d_step(self, b: dict, step: int = 0) -> dict[str, torch.Tensor]:
+        """max over D of L_adv, with the R1 penalty on real images (in ``train.accumulate`` micro-batches).
+        With ``loss.r1_every`` = k > 1, R1 is taken at the steps divisible by k only, with k times the weight."""
         G, D = self.generator, self.discriminator
         parts = self.micro_batches(b)
+        k = self.cfg.loss.r1_every
+        with_r1 = step % k == 0
 
         def micro(i: int):
             m = parts[i]
@@ -190,14 +195,16 @@ class Stage2Trainer(Trainer):
                 else:  # as published: the updated G translates again
                     with torch.no_grad():
                         y_fake, _ = G(m["c_x"], G.style_encoder(m["y_style"]))
-                y_real = m["y"].detach().requires_grad_(True)
+                y_real = m["y"].detach().requires_grad_(with_r1)
                 # Separate calls sharing one spectral-norm weight: R1's double backward then covers the
                 # real images only.
                 with parametrize.cached():
                     fake_logits, real_logits = D(y_fake.detach())[0].float(), D(y_real)[0].float()
-                d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False),
-                     "loss/d/r1": losses.r1_penalty(real_logits, y_real, self.loss_scale())}
-                d_total = d["loss/d/adv"] + self.cfg.loss.lambda_r1 * d["loss/d/r1"]
+                d = {"loss/d/adv": losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False)}
+                d_total = d["loss/d/adv"]
+                if with_r1:
+                    d["loss/d/r1"] = losses.r1_penalty(real_logits, y_real, self.loss_scale())
+                    d_total = d_total + k * self.cfg.loss.lambda_r1 * d["loss/d/r1"]
             return d_total, d
 
         return self.update(["discriminator"], micro)
@@ -205,7 +212,7 @@ class Stage2Trainer(Trainer):
     def iteration(self, step: int) -> dict[str, torch.Tensor]:
         b = self.prepare_batch(step)
         out = self.g_step(b)
-        out.update(self.d_step(b))
+        out.update(self.d_step(b, step))
         return out
 
     # ------------------------------------------------------------------ sampler + monitoring

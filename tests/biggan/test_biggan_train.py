@@ -65,15 +65,17 @@ def run(cfg, resume=None):
     return trainer, run_dir
 
 
-def test_resume_is_exact_and_export_feeds_deepi2i(tiny_synthetic, tmp_path):
-    """4 steps straight (2 D steps per G step, 2 micro-batches, EMA from step 2, DiffAugment and the
-    mode-seeking term) against 2 + resume 2: identical G, EMA, D and optimizers. The exported biggan.pt
-    holds what DeepI2I reads."""
-    extra = {"train.iterations": 4, "train.d_steps": 2, "train.accumulate": 2, "train.ema_start": 2,
-             "loss.diffaugment": "color,translation,cutout", "loss.mode_seeking": 1}
+@pytest.mark.parametrize("d_steps,reuse", [(2, False), (1, True)])
+def test_resume_is_exact_and_export_feeds_deepi2i(tiny_synthetic, tmp_path, d_steps, reuse):
+    """4 steps straight (2 D steps per G step, or one on the G step's fakes; 2 micro-batches, EMA from step 2,
+    DiffAugment and the mode-seeking term) against 2 + resume 2: identical G, EMA, D and optimizers. The
+    exported biggan.pt holds what DeepI2I reads."""
+    extra = {"train.iterations": 4, "train.d_steps": d_steps, "train.reuse_fakes_for_d": reuse,
+             "train.accumulate": 2, "train.ema_start": 2, "loss.diffaugment": "color,translation,cutout",
+             "loss.mode_seeking": 1}
     torch.manual_seed(0)
     straight, _ = run(tiny_config(tiny_synthetic, tmp_path / "a", **extra))
-    assert straight.state_dict()["consumed"]["train"] == 4 * 2 * 4  # d_steps batches per step
+    assert straight.state_dict()["consumed"]["train"] == 4 * d_steps * 4  # d_steps batches per step
     torch.manual_seed(0)
     run(tiny_config(tiny_synthetic, tmp_path / "b", **{**extra, "train.iterations": 2}))
     torch.manual_seed(3)
@@ -128,3 +130,28 @@ def test_mode_seeking_term_pairs_one_class_and_is_added_to_the_g_loss(tiny_synth
     torch.testing.assert_close(out["loss/g/mode_seeking"], expected, rtol=1e-4, atol=1e-6)
     assert "loss/g/mode_seeking" not in plain.g_step(z, c)
     assert not torch.allclose(with_term.generator.linear.weight.grad, plain.generator.linear.weight.grad)
+
+
+def test_reuse_fakes_for_d_scores_the_g_steps_fakes_with_one_generator_pass(tiny_synthetic, tmp_path):
+    """train.reuse_fakes_for_d: the G step runs first, and the D step scores exactly its fakes (with their
+    classes, mode-seeking pairs included) beside the reals, so G runs once per step instead of twice."""
+    def d_inputs(reuse):
+        torch.manual_seed(0)
+        t = BigGANTrainer(tiny_config(tiny_synthetic, tmp_path / str(reuse), **{
+            "train.reuse_fakes_for_d": reuse, "train.accumulate": 2, "loss.mode_seeking": 1}), CPU)
+        calls, g_passes = [], []
+        t.discriminator.register_forward_pre_hook(lambda m, args: calls.append([a.detach().clone() for a in args]))
+        t.generator.register_forward_pre_hook(lambda m, args: g_passes.append(1))
+        out = t.train_step(1)
+        assert all(torch.isfinite(v) for v in out.values())
+        return calls, len(g_passes)
+
+    calls, g_passes = d_inputs(True)
+    assert g_passes == 2  # one per micro-batch of the G step; the D step draws none
+    (g1, c1), (g2, c2), (d1, l1), (d2, l2) = calls  # G step's two micro-batches, then D's
+    assert torch.equal(d1[:2], g1) and torch.equal(d2[:2], g2)  # [fakes; reals], the fakes the G step drew
+    assert torch.equal(l1[:2], c1) and torch.equal(l2[:2], c2)
+    assert d_inputs(False)[1] == 4  # published order: G draws the D step's fakes, then the G step's
+    with pytest.raises(ValueError, match="reuse_fakes_for_d"):
+        BigGANTrainer(tiny_config(tiny_synthetic, tmp_path, **{"train.reuse_fakes_for_d": True,
+                                                               "train.d_steps": 2}), CPU)

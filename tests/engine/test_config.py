@@ -3,6 +3,7 @@ import argparse
 
 import pytest
 
+from gpunit.deepi2i.config import DeepI2IConfig
 from gpunit.engine.config import (
     ConfigError,
     add_config_arguments,
@@ -11,7 +12,6 @@ from gpunit.engine.config import (
     load_config,
     save_config,
 )
-from gpunit.deepi2i.config import DeepI2IConfig
 from gpunit.gp_unit.config import Stage1Config, Stage2Config
 
 

@@ -65,7 +65,8 @@ def test_one_step_gradients(tiny_synthetic, tmp_path, encoder_file):
 
 def test_the_demo_shape_recipe_step(tiny_synthetic, tmp_path, encoder_file):
     """configs/gp_unit/stage2/synthetic_shape.yaml: D without spectral norm, no skips, no L_rec (G runs once per
-    step: no reconstruction pass, and D reuses the translation), and every network still learns."""
+    step: no reconstruction pass, and D reuses the translation), lazy R1 (at step 4, not at step 1), and every
+    network still learns."""
     from torch.nn.utils import parametrize
 
     cfg = load_config(REPO / "configs/gp_unit/stage2/synthetic_shape.yaml", Stage2Config,
@@ -74,12 +75,43 @@ def test_the_demo_shape_recipe_step(tiny_synthetic, tmp_path, encoder_file):
     assert not any(parametrize.is_parametrized(m) for m in trainer.discriminator.modules())
     calls = []
     trainer.generator.register_forward_hook(lambda *_: calls.append(1))
+    assert cfg.loss.r1_every == 4
     losses = trainer.train_step(1)
     assert len(calls) == 1
     assert "loss/g/rec" not in losses and not any(k.startswith("mask/") for k in losses)
-    assert {"loss/g/adv", "loss/g/con", "loss/g/sty", "loss/d/adv", "loss/d/r1"} <= set(losses)
+    assert {"loss/g/adv", "loss/g/con", "loss/g/sty", "loss/d/adv"} <= set(losses) and "loss/d/r1" not in losses
+    assert "loss/d/r1" in trainer.train_step(4)
     for net in (trainer.generator, trainer.discriminator):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters() if p.requires_grad)
+
+
+def test_lazy_r1_takes_r1_on_every_kth_step_with_k_times_the_weight(tiny_synthetic, tmp_path, encoder_file):
+    """loss.r1_every=k: D's gradient is that of L_adv alone at a step not divisible by k, and that of
+    L_adv + k * lambda_r1 * R1 at one that is."""
+    k = 3
+    trainer = Stage2Trainer(tiny_config(tiny_synthetic, tmp_path, encoder_file,
+                                        **{"train.reuse_translation_for_d": "true", "loss.r1_every": str(k)}),
+                            torch.device("cpu"))
+    lam, D = trainer.cfg.loss, trainer.discriminator
+    b = trainer.prepare_batch(1)
+    trainer.g_step(b)
+    for step, r1_weight in ((4, 0.0), (6, k * lam.lambda_r1)):
+        reference = copy.deepcopy(D).requires_grad_(True)
+        out = trainer.d_step(b, step)
+        y_real = b["y"].detach().requires_grad_(True)
+        fake_logits, real_logits = reference(torch.cat([b["y_hat"], y_real]))[0].chunk(2)
+        adv = losses.adv_loss(real_logits, real=True) + losses.adv_loss(fake_logits, real=False)
+        r1 = losses.r1_penalty(real_logits, y_real)
+        (adv + r1_weight * r1).backward()
+        assert ("loss/d/r1" in out) == (r1_weight > 0), step
+        for (name, p), q in zip(D.named_parameters(), reference.parameters()):
+            assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-6), (step, name)
+
+
+def test_lazy_r1_refuses_a_period_below_one(tiny_synthetic, tmp_path, encoder_file):
+    with pytest.raises(ValueError, match="loss.r1_every"):
+        Stage2Trainer(tiny_config(tiny_synthetic, tmp_path, encoder_file, **{"loss.r1_every": "0"}),
+                      torch.device("cpu"))
 
 
 def test_discriminator_calls_match_one_batched_call(tiny_synthetic, tmp_path, encoder_file):

@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms.functional as TF
 from helpers import run_script
-import PIL
 from PIL import Image
 
 from gpunit.data.datasets import ImageFolderDataset
