@@ -142,7 +142,8 @@ def config_key(trainer) -> dict:
     train, data = values.get("train", {}), values.get("data", {})
     picked = {"model": values.get("model"), "loss": values.get("loss"),
               "train": {k: train.get(k) for k in ("batch_size", "accumulate", "compile", "precision", "channels_last",
-                                                  "reuse_translation_for_d", "d_steps", "phase1_steps")},
+                                                  "reuse_translation_for_d", "reuse_fakes_for_d", "d_steps",
+                                                  "phase1_steps")},
               "data": {k: v for k, v in data.items() if "size" in k}}
     shapes = {name: [list(p.shape) for p in net.parameters()] for name, net in sorted(trainer.networks.items())}
     digest = hashlib.sha256(json.dumps([picked, shapes], sort_keys=True, default=str).encode()).hexdigest()[:16]

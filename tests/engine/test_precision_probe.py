@@ -251,3 +251,21 @@ def test_a_resumed_run_keeps_the_choice_of_its_checkpoint(monkeypatch):
     resumed.train_step(2)
     assert (resumed.precision, resumed.channels_last) == (trainer.precision, True)
     assert "auto_settings" not in tiny("fp32", False).state_dict()
+
+
+def test_a_cached_choice_is_not_reused_for_a_step_that_does_other_work():
+    """The cache key follows the settings that change the step's work, e.g. the demos' speed options."""
+    from types import SimpleNamespace
+
+    from gpunit.biggan.config import BigGANConfig
+    from gpunit.gp_unit.config import Stage2Config
+
+    def key(cfg):
+        return precision_probe.config_key(SimpleNamespace(cfg=cfg, networks={}))
+
+    plain, reuse = BigGANConfig(), BigGANConfig()
+    reuse.train.reuse_fakes_for_d = True
+    assert key(plain) != key(reuse) and key(plain) == key(BigGANConfig())
+    lazy = Stage2Config()
+    lazy.loss.r1_every = 4
+    assert key(Stage2Config()) != key(lazy)
